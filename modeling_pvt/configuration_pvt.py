@@ -1,0 +1,158 @@
+"""Configuration of the Pyramid Vision Transformer (PVT v1, Wang et al., 2021)."""
+
+import math
+
+from transformers import PretrainedConfig
+from transformers.backbone_utils import BackboneConfigMixin
+
+# The paper's variants differ only in depth; everything else is shared (Table 1 of the paper).
+_PAPER_DIMENSIONS = {
+    "hidden_sizes": [64, 128, 320, 512],
+    "num_attention_heads": [1, 2, 5, 8],
+    "mlp_ratios": [8, 8, 4, 4],
+    "sr_ratios": [8, 4, 2, 1],
+    "patch_sizes": [4, 2, 2, 2],
+}
+PRESETS = {
+    "pvt-tiny": {**_PAPER_DIMENSIONS, "depths": [2, 2, 2, 2]},
+    "pvt-small": {**_PAPER_DIMENSIONS, "depths": [3, 4, 6, 3]},
+    "pvt-medium": {**_PAPER_DIMENSIONS, "depths": [3, 4, 18, 3]},
+    "pvt-large": {**_PAPER_DIMENSIONS, "depths": [3, 8, 27, 3]},
+}
+_PER_STAGE_FIELDS = ("hidden_sizes", "num_attention_heads", "mlp_ratios", "sr_ratios", "patch_sizes")
+
+
+class PvtConfig(BackboneConfigMixin, PretrainedConfig):
+    r"""
+    Configuration of a PVT v1 model. Defaults give PVT-Tiny.
+
+    Args:
+        num_channels (`int`, defaults to 3): channels of the input images.
+        image_size (`int` or `[height, width]`, defaults to 224): the input size the position embeddings were
+            trained at. Other sizes work: the stored grids are resized bilinearly to the actual feature-map size.
+        hidden_sizes, depths, num_attention_heads, mlp_ratios, sr_ratios, patch_sizes (`list`, one entry per stage):
+            width, number of blocks, attention heads, MLP expansion, spatial-reduction ratio of keys/values and patch
+            size (kernel = stride) of each stage's embedding convolution.
+        qkv_bias (`bool`, defaults to `True`): bias on the query and key/value projections.
+        hidden_act (`str`, defaults to `"gelu"`): MLP activation.
+        hidden_dropout_prob, attention_probs_dropout_prob (`float`): dropout after embeddings, projections and MLP;
+            dropout on attention probabilities.
+        drop_path_rate (`float`): stochastic depth rate of the last block, rising linearly from 0 at the first.
+        layer_norm_eps (`float`, defaults to 1e-6): eps of the LayerNorms in the blocks and the final norm.
+        conv_layer_norm_eps (`float`, defaults to 1e-5): eps of the LayerNorms after a strided convolution (patch
+            embedding and spatial reduction); the original checkpoints use PyTorch's default there.
+        initializer_range (`float`): std of the truncated normal used for Linear weights and embeddings.
+        out_features / out_indices (`list`, optional): stages (`"stage1"`..`"stage4"`) returned by `PvtBackbone`.
+    """
+
+    model_type = "pvt_v1"
+
+    def __init__(
+        self,
+        num_channels=3,
+        image_size=224,
+        hidden_sizes=(64, 128, 320, 512),
+        depths=(2, 2, 2, 2),
+        num_attention_heads=(1, 2, 5, 8),
+        mlp_ratios=(8, 8, 4, 4),
+        sr_ratios=(8, 4, 2, 1),
+        patch_sizes=(4, 2, 2, 2),
+        qkv_bias=True,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        drop_path_rate=0.0,
+        layer_norm_eps=1e-6,
+        conv_layer_norm_eps=1e-5,
+        initializer_range=0.02,
+        out_features=None,
+        out_indices=None,
+        **kwargs,
+    ):
+        self.num_channels = num_channels
+        self.image_size = list(image_size) if isinstance(image_size, (list, tuple)) else image_size
+        self.hidden_sizes = list(hidden_sizes)
+        self.depths = list(depths)
+        self.num_attention_heads = list(num_attention_heads)
+        self.mlp_ratios = list(mlp_ratios)
+        self.sr_ratios = list(sr_ratios)
+        self.patch_sizes = list(patch_sizes)
+        self.qkv_bias = qkv_bias
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.drop_path_rate = drop_path_rate
+        self.layer_norm_eps = layer_norm_eps
+        self.conv_layer_norm_eps = conv_layer_norm_eps
+        self.initializer_range = initializer_range
+        self._validate_architecture()
+        self.stage_names = [f"stage{index}" for index in range(1, len(self.depths) + 1)]
+        self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
+        super().__init__(**kwargs)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "PvtConfig":
+        """`PvtConfig.from_preset("pvt-small", num_labels=10)`; names: pvt-tiny, pvt-small, pvt-medium, pvt-large."""
+        key = name if name.startswith("pvt-") else f"pvt-{name}"
+        if key not in PRESETS:
+            raise ValueError(f"Unknown PVT variant {name!r}. Known variants: {', '.join(PRESETS)}.")
+        return cls(**{**PRESETS[key], **overrides})
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.depths)
+
+    @property
+    def image_height_width(self) -> tuple[int, int]:
+        size = self.image_size
+        return (size, size) if isinstance(size, int) else (size[0], size[1])
+
+    def stage_stride(self, stage_index: int) -> int:
+        """Downsampling factor of stage `stage_index`'s feature map relative to the input (4, 8, 16, 32)."""
+        return math.prod(self.patch_sizes[: stage_index + 1])
+
+    def position_grid(self, stage_index: int) -> tuple[int, int]:
+        """The (height, width) grid that stage `stage_index`'s position embeddings are stored at."""
+        stride = self.stage_stride(stage_index)
+        height, width = self.image_height_width
+        return height // stride, width // stride
+
+    @property
+    def min_input_size(self) -> int:
+        """Smallest input side for which every stage (and its key/value reduction) keeps at least one token."""
+        return max(self.stage_stride(i) * self.sr_ratios[i] for i in range(self.num_stages))
+
+    def _validate_architecture(self):
+        num_stages = len(self.depths)
+        lengths = {name: len(getattr(self, name)) for name in _PER_STAGE_FIELDS}
+        wrong = {name: length for name, length in lengths.items() if length != num_stages}
+        if wrong:
+            raise ValueError(
+                f"PvtConfig: every per-stage list needs one entry per stage; depths has {num_stages} entries but "
+                + ", ".join(f"{name} has {length}" for name, length in wrong.items())
+                + ". Give all per-stage lists the same length."
+            )
+        for name in ("depths", *_PER_STAGE_FIELDS):
+            values = getattr(self, name)
+            if any(value <= 0 for value in values):
+                raise ValueError(f"PvtConfig: all entries of {name} must be positive, got {values}.")
+        for stage, (size, heads) in enumerate(zip(self.hidden_sizes, self.num_attention_heads)):
+            if size % heads:
+                raise ValueError(
+                    f"PvtConfig: stage {stage + 1} has hidden size {size}, which is not divisible by its "
+                    f"{heads} attention heads. Choose a hidden size that is a multiple of the number of heads."
+                )
+        if self.sr_ratios[-1] != 1:
+            raise ValueError(
+                f"PvtConfig: the last stage carries the CLS token, so its sr_ratio must be 1 (got {self.sr_ratios[-1]})."
+            )
+        if self.num_channels <= 0 or min(self.image_height_width) <= 0:
+            raise ValueError(
+                f"PvtConfig: num_channels ({self.num_channels}) and image_size ({self.image_size}) must be positive."
+            )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"PvtConfig: {name} must be in [0, 1), got {getattr(self, name)}.")
+
+
+__all__ = ["PvtConfig", "PRESETS"]

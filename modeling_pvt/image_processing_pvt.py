@@ -1,0 +1,37 @@
+"""Image processor for PVT: bicubic resize (optionally shortest edge + center crop), rescale, ImageNet normalize.
+
+Built on transformers' PIL/NumPy backend, so it needs neither torchvision nor a GPU."""
+
+from transformers.image_processing_backends import PilBackend
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+
+# The original evaluation transform resizes the shorter side to crop / 0.875 (256 for 224) before cropping.
+EVAL_CROP_FRACTION = 0.875
+
+
+class PvtImageProcessor(PilBackend):
+    model_input_names = ["pixel_values"]
+    resample = PILImageResampling.BICUBIC
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    size = {"height": 224, "width": 224}
+    crop_size = {"height": 224, "width": 224}
+    default_to_square = True
+    do_resize = True
+    do_center_crop = False
+    do_rescale = True
+    do_normalize = True
+    do_convert_rgb = True
+
+    @classmethod
+    def for_evaluation(cls, crop: int = 224, **kwargs) -> "PvtImageProcessor":
+        """The original ImageNet eval transform: shortest edge to `crop / 0.875` (256 for 224), then center crop."""
+        return cls(
+            size={"shortest_edge": int(crop / EVAL_CROP_FRACTION)},
+            do_center_crop=True,
+            crop_size={"height": crop, "width": crop},
+            **kwargs,
+        )
+
+
+__all__ = ["PvtImageProcessor"]

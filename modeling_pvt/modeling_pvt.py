@@ -1,0 +1,580 @@
+"""PyTorch Pyramid Vision Transformer (PVT v1): "Pyramid Vision Transformer: A Versatile Backbone for Dense
+Prediction without Convolutions", Wang et al., ICCV 2021. Also the Hub remote code: imports only torch,
+transformers, the standard library and `.configuration_pvt`."""
+
+import inspect
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.backbone_utils import BackboneMixin
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import cached_file
+
+from .configuration_pvt import PvtConfig
+
+
+class PvtPatchEmbeddings(nn.Module):
+    """Strided-conv patchify + LayerNorm + position embeddings resized from the grid they were trained on.
+
+    The last stage also prepends the CLS token; its position embedding is never resized."""
+
+    def __init__(self, config, stage_index: int):
+        super().__init__()
+        in_channels = config.num_channels if stage_index == 0 else config.hidden_sizes[stage_index - 1]
+        hidden_size = config.hidden_sizes[stage_index]
+        patch_size = config.patch_sizes[stage_index]
+        self.grid = config.position_grid(stage_index)
+        has_cls_token = stage_index == config.num_stages - 1
+        self.num_prefix_tokens = int(has_cls_token)
+
+        self.proj = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(hidden_size, eps=config.conv_layer_norm_eps)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size)) if has_cls_token else None
+        self.position_embeddings = nn.Parameter(
+            torch.zeros(1, self.num_prefix_tokens + self.grid[0] * self.grid[1], hidden_size)
+        )
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        embeddings = self.proj(feature_map)
+        height, width = embeddings.shape[-2:]
+        embeddings = self.norm(embeddings.flatten(2).transpose(1, 2))  # (B, H*W, C)
+        if self.cls_token is not None:
+            embeddings = torch.cat((self.cls_token.expand(embeddings.shape[0], -1, -1), embeddings), dim=1)
+        return self.dropout(embeddings + self.resized_position_embeddings(height, width)), height, width
+
+    def resized_position_embeddings(self, height: int, width: int) -> torch.Tensor:
+        prefix = self.position_embeddings[:, : self.num_prefix_tokens]
+        grid = self.position_embeddings[:, self.num_prefix_tokens :]
+        if (height, width) != self.grid:
+            grid = grid.reshape(1, *self.grid, -1).permute(0, 3, 1, 2)
+            grid = F.interpolate(grid, size=(height, width), mode="bilinear").flatten(2).transpose(1, 2)
+        return torch.cat((prefix, grid), dim=1)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    attn_weights = torch.matmul(query, key.transpose(-2, -1)) * scaling
+    attn_weights = attn_weights.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    return torch.matmul(attn_weights, value).transpose(1, 2), attn_weights
+
+
+class PvtSpatialReductionAttention(nn.Module):
+    """Multi-head attention whose keys/values come from the feature map shrunk by `sr_ratio` (conv k=s=R + LN)."""
+
+    def __init__(self, config, stage_index: int):
+        super().__init__()
+        hidden_size = config.hidden_sizes[stage_index]
+        self.config = config
+        self.num_heads = config.num_attention_heads[stage_index]
+        self.head_dim = hidden_size // self.num_heads
+        self.scaling = self.head_dim**-0.5
+        # Read by transformers' SDPA integration: without it a causal mask is applied.
+        self.is_causal = False
+        self.sr_ratio = config.sr_ratios[stage_index]
+
+        self.q = nn.Linear(hidden_size, hidden_size, bias=config.qkv_bias)
+        self.kv = nn.Linear(hidden_size, 2 * hidden_size, bias=config.qkv_bias)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.proj_drop = nn.Dropout(config.hidden_dropout_prob)
+        if self.sr_ratio > 1:
+            self.sr = nn.Conv2d(hidden_size, hidden_size, kernel_size=self.sr_ratio, stride=self.sr_ratio)
+            self.norm = nn.LayerNorm(hidden_size, eps=config.conv_layer_norm_eps)
+
+    def forward(
+        self, hidden_states: torch.Tensor, height: int, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, seq_len, hidden_size = hidden_states.shape
+        query = self.q(hidden_states).view(batch_size, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
+        if self.sr_ratio > 1:
+            feature_map = hidden_states.transpose(1, 2).reshape(batch_size, hidden_size, height, width)
+            hidden_states = self.norm(self.sr(feature_map).flatten(2).transpose(1, 2))
+        key, value = (
+            self.kv(hidden_states).view(batch_size, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        )
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            None,
+            scaling=self.scaling,
+            dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
+        )
+        attn_output = attn_output.reshape(batch_size, seq_len, hidden_size)
+        return self.proj_drop(self.proj(attn_output)), attn_weights
+
+
+class PvtMlp(nn.Module):
+    def __init__(self, config, stage_index: int):
+        super().__init__()
+        hidden_size = config.hidden_sizes[stage_index]
+        self.fc1 = nn.Linear(hidden_size, int(hidden_size * config.mlp_ratios[stage_index]))
+        self.act = ACT2FN[config.hidden_act]
+        self.fc2 = nn.Linear(self.fc1.out_features, hidden_size)
+        self.drop = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(hidden_states)))))
+
+
+class PvtDropPath(nn.Module):
+    """Stochastic depth: drops the whole residual branch per sample while training."""
+
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep_prob = 1.0 - self.drop_prob
+        mask_shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        keep = hidden_states.new_empty(mask_shape).bernoulli_(keep_prob)
+        return hidden_states * keep / keep_prob
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"
+
+
+class PvtBlock(GradientCheckpointingLayer):
+    def __init__(self, config, stage_index: int, block_index: int):
+        super().__init__()
+        hidden_size = config.hidden_sizes[stage_index]
+        num_blocks = sum(config.depths)
+        # Stochastic depth grows linearly from 0 (first block) to drop_path_rate (last block).
+        drop_prob = config.drop_path_rate * block_index / max(num_blocks - 1, 1)
+        self.norm1 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.attn = PvtSpatialReductionAttention(config, stage_index)
+        self.norm2 = nn.LayerNorm(hidden_size, eps=config.layer_norm_eps)
+        self.mlp = PvtMlp(config, stage_index)
+        self.drop_path = PvtDropPath(drop_prob)
+
+    def forward(
+        self, hidden_states: torch.Tensor, height: int, width: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.attn(self.norm1(hidden_states), height, width)
+        hidden_states = hidden_states + self.drop_path(attn_output)
+        hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
+        return hidden_states, attn_weights
+
+
+class PvtStage(nn.Module):
+    def __init__(self, config, stage_index: int):
+        super().__init__()
+        first_block = sum(config.depths[:stage_index])
+        self.embeddings = PvtPatchEmbeddings(config, stage_index)
+        self.blocks = nn.ModuleList(
+            PvtBlock(config, stage_index, first_block + offset) for offset in range(config.depths[stage_index])
+        )
+
+    def forward(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """Returns the stage's tokens (CLS first in the last stage), its NCHW map and per-block attentions."""
+        hidden_states, height, width = self.embeddings(feature_map)
+        attentions = ()
+        for block in self.blocks:
+            hidden_states, attn_weights = block(hidden_states, height, width)
+            attentions += (attn_weights,)
+        spatial_tokens = hidden_states[:, self.embeddings.num_prefix_tokens :]
+        # A view, not a copy: (B, H*W, C) read as a channels-last (B, C, H, W) map.
+        feature_map = spatial_tokens.transpose(1, 2).reshape(hidden_states.shape[0], -1, height, width)
+        return hidden_states, feature_map, attentions
+
+
+class PvtEncoder(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.stages = nn.ModuleList(PvtStage(config, index) for index in range(config.num_stages))
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple, tuple]:
+        feature_map, feature_maps, attentions = pixel_values, (), ()
+        for stage in self.stages:
+            hidden_states, feature_map, stage_attentions = stage(feature_map)
+            feature_maps += (feature_map,)
+            attentions += stage_attentions
+        return hidden_states, feature_maps, attentions
+
+
+@dataclass
+class _Requests:
+    output_attentions: bool
+    output_hidden_states: bool
+    return_dict: bool
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoint translation: the one place that knows foreign parameter names.
+# Keys are translated to this package's base-model names (`encoder.…`, `norm.…`) plus `classifier.…` for the head.
+# `{s}` is the 0-based stage index made from the 1-based stage number in group 1; `{2}` etc. are later groups.
+ORIGINAL_KEY_MAP = (
+    (r"^patch_embed(\d+)\.(proj|norm)\.", "encoder.stages.{s}.embeddings.{2}."),
+    (r"^pos_embed(\d+)$", "encoder.stages.{s}.embeddings.position_embeddings"),
+    (r"^block(\d+)\.(\d+)\.", "encoder.stages.{s}.blocks.{2}."),
+    (r"^norm\.", "norm."),
+    (r"^head\.", "classifier."),
+)
+# transformers' native PVT (`transformers.PvtForImageClassification`, e.g. the `Zetatech/pvt-*-224` checkpoints).
+# Stage indices are already 0-based there; its separate key/value projections are fused into `kv` afterwards.
+NATIVE_KEY_MAP = (
+    (r"^(?:pvt\.)?encoder\.patch_embeddings\.(\d+)\.projection\.", "encoder.stages.{1}.embeddings.proj."),
+    (r"^(?:pvt\.)?encoder\.patch_embeddings\.(\d+)\.layer_norm\.", "encoder.stages.{1}.embeddings.norm."),
+    (r"^(?:pvt\.)?encoder\.patch_embeddings\.(\d+)\.(position_embeddings|cls_token)$", "encoder.stages.{1}.embeddings.{2}"),
+    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.layer_norm_1\.", "encoder.stages.{1}.blocks.{2}.norm1."),
+    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.layer_norm_2\.", "encoder.stages.{1}.blocks.{2}.norm2."),
+    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.self\.query\.", "encoder.stages.{1}.blocks.{2}.attn.q."),
+    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.self\.(key|value)\.", "encoder.stages.{1}.blocks.{2}.attn.{3}."),
+    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.self\.sequence_reduction\.", "encoder.stages.{1}.blocks.{2}.attn.sr."),
+    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.self\.layer_norm\.", "encoder.stages.{1}.blocks.{2}.attn.norm."),
+    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.output\.dense\.", "encoder.stages.{1}.blocks.{2}.attn.proj."),
+    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.mlp\.dense(1|2)\.", "encoder.stages.{1}.blocks.{2}.mlp.fc{3}."),
+    (r"^(?:pvt\.)?encoder\.layer_norm\.", "norm."),
+    (r"^classifier\.", "classifier."),
+)
+_NATIVE_CONFIG_FIELDS = {
+    "num_channels": "num_channels",
+    "image_size": "image_size",
+    "hidden_sizes": "hidden_sizes",
+    "depths": "depths",
+    "num_attention_heads": "num_attention_heads",
+    "mlp_ratios": "mlp_ratios",
+    "sequence_reduction_ratios": "sr_ratios",
+    "patch_sizes": "patch_sizes",
+    "qkv_bias": "qkv_bias",
+    "hidden_act": "hidden_act",
+    "hidden_dropout_prob": "hidden_dropout_prob",
+    "attention_probs_dropout_prob": "attention_probs_dropout_prob",
+    "drop_path_rate": "drop_path_rate",
+    "initializer_range": "initializer_range",
+    "num_labels": "num_labels",
+    "id2label": "id2label",
+    "label2id": "label2id",
+    "problem_type": "problem_type",
+}
+
+
+def _rename_keys(state_dict: dict, key_map, source: str) -> dict:
+    renamed, unknown = {}, []
+    for key, tensor in state_dict.items():
+        for pattern, template in key_map:
+            match = re.match(pattern, key)
+            if match:
+                stage = int(match.group(1)) - 1 if match.groups() and template.count("{s}") else None
+                new_prefix = template.format(None, *match.groups(), s=stage)
+                renamed[new_prefix + key[match.end() :]] = tensor
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"Unrecognised {source} checkpoint keys (is this a PVT v1 checkpoint?): {unknown[:10]}")
+    return renamed
+
+
+def convert_original_state_dict(state_dict: dict, num_stages: int = 4) -> dict:
+    """Original PVT release (`pvt_tiny.pth` …) -> this package's names."""
+    converted = _rename_keys({k: v for k, v in state_dict.items() if k != "cls_token"}, ORIGINAL_KEY_MAP, "original")
+    if "cls_token" in state_dict:
+        converted[f"encoder.stages.{num_stages - 1}.embeddings.cls_token"] = state_dict["cls_token"]
+    return converted
+
+
+def convert_native_state_dict(state_dict: dict) -> dict:
+    """transformers' native PVT -> this package's names (key and value projections fused into `kv`)."""
+    converted = _rename_keys(state_dict, NATIVE_KEY_MAP, "transformers-native PVT")
+    for key in [k for k in converted if ".attn.key." in k]:
+        fused = key.replace(".attn.key.", ".attn.kv.")
+        value_key = key.replace(".attn.key.", ".attn.value.")
+        converted[fused] = torch.cat((converted.pop(key), converted.pop(value_key)), dim=0)
+    return converted
+
+
+def convert_native_config(native: dict) -> dict:
+    """transformers' native PvtConfig dict -> PvtConfig kwargs. The native model uses one eps for every norm."""
+    if list(native.get("strides", native.get("patch_sizes", []))) != list(native.get("patch_sizes", [])):
+        raise ValueError("Native PVT configs whose strides differ from patch_sizes are not PVT v1 and are not supported.")
+    kwargs = {ours: native[theirs] for theirs, ours in _NATIVE_CONFIG_FIELDS.items() if native.get(theirs) is not None}
+    if "id2label" in kwargs:
+        kwargs.pop("num_labels", None)
+    eps = native.get("layer_norm_eps", 1e-6)
+    return {**kwargs, "layer_norm_eps": eps, "conv_layer_norm_eps": eps}
+
+
+_AUTO_MAP = {
+    "AutoConfig": "configuration_pvt.PvtConfig",
+    "AutoModel": "modeling_pvt.PvtModel",
+    "AutoModelForImageClassification": "modeling_pvt.PvtForImageClassification",
+    "AutoBackbone": "modeling_pvt.PvtBackbone",
+}
+_CONFIG_KWARGS = (set(inspect.signature(PvtConfig.__init__).parameters) - {"self", "kwargs"}) | {
+    "num_labels",
+    "id2label",
+    "label2id",
+    "problem_type",
+}
+_HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
+
+
+def _read_json(path_or_repo, filename: str, hub_kwargs: dict) -> dict | None:
+    resolved = cached_file(
+        path_or_repo, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+    )
+    if resolved is None:
+        return None
+    with open(resolved, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _load_weight_files(path_or_repo, hub_kwargs: dict) -> dict:
+    from safetensors.torch import load_file
+
+    def fetch(name):
+        return cached_file(path_or_repo, name, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+
+    if single := fetch("model.safetensors"):
+        return load_file(single)
+    if index := _read_json(path_or_repo, "model.safetensors.index.json", hub_kwargs):
+        state_dict = {}
+        for shard in sorted(set(index["weight_map"].values())):
+            state_dict.update(load_file(fetch(shard)))
+        return state_dict
+    if legacy := fetch("pytorch_model.bin"):
+        return torch.load(legacy, map_location="cpu", weights_only=True)
+    raise OSError(f"No model.safetensors or pytorch_model.bin found in {path_or_repo}.")
+
+
+class PvtPreTrainedModel(PreTrainedModel):
+    config_class = PvtConfig
+    base_model_prefix = "pvt"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_attention_backend = True
+    _no_split_modules = ["PvtBlock"]
+    # Trainer would otherwise pass `num_items_in_batch` and rescale the loss under DDP.
+    accepts_loss_kwargs = False
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # Every model class here loads every checkpoint, so the folder advertises all of them to the Auto classes.
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **_AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, PvtPatchEmbeddings):
+            init.trunc_normal_(module.position_embeddings, std=std)
+            if module.cls_token is not None:
+                init.trunc_normal_(module.cls_token, std=std)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Loads our checkpoints as usual, and also folders/repos saved by `transformers`' native PVT
+        (`model_type: "pvt"`): config fields and weight names are translated on the fly."""
+        if pretrained_model_name_or_path is None or kwargs.get("config") is not None:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        hub_kwargs = {name: kwargs[name] for name in _HUB_KWARGS if name in kwargs}
+        native_config = _read_json(pretrained_model_name_or_path, "config.json", hub_kwargs)
+        if native_config is None or native_config.get("model_type") != "pvt":
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+        for name in _HUB_KWARGS:
+            kwargs.pop(name, None)
+        config_overrides = {name: kwargs.pop(name) for name in list(kwargs) if name in _CONFIG_KWARGS}
+        config = PvtConfig(**{**convert_native_config(native_config), **config_overrides})
+        state_dict = convert_native_state_dict(_load_weight_files(pretrained_model_name_or_path, hub_kwargs))
+        return super().from_pretrained(
+            None, *model_args, config=config, state_dict=cls._to_own_layout(state_dict), **kwargs
+        )
+
+    @classmethod
+    def _to_own_layout(cls, state_dict: dict) -> dict:
+        """Base-model names + `classifier.` -> the names this class's `state_dict()` uses."""
+        return {key: tensor for key, tensor in state_dict.items() if not key.startswith("classifier.")}
+
+    def _checked(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        if not isinstance(pixel_values, torch.Tensor):
+            raise TypeError(
+                f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}; "
+                "use the image processor with return_tensors='pt'."
+            )
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"pixel_values must be a 4-D (batch, channels, height, width) tensor, got shape "
+                f"{tuple(pixel_values.shape)}. For a single image use pixel_values.unsqueeze(0)."
+            )
+        if not pixel_values.is_floating_point():
+            raise ValueError(
+                f"pixel_values must be a floating-point tensor, got {pixel_values.dtype}. Convert and normalise "
+                "images with the image processor (or `.float() / 255` and the model's mean/std)."
+            )
+        channels, height, width = pixel_values.shape[1:]
+        if channels != self.config.num_channels:
+            raise ValueError(
+                f"pixel_values has {channels} channels but the model expects {self.config.num_channels}. Convert "
+                "the images (e.g. `image.convert('RGB')`) or set num_channels in the config."
+            )
+        min_size = self.config.min_input_size
+        if height < min_size or width < min_size:
+            raise ValueError(
+                f"Input images are {height}x{width} pixels but this model needs at least {min_size}x{min_size} "
+                f"(its total stride times the spatial-reduction ratio). Resize the images to at least {min_size}."
+            )
+        return pixel_values
+
+    def _requests(self, output_attentions, output_hidden_states, return_dict) -> _Requests:
+        requests = _Requests(
+            output_attentions=self.config.output_attentions if output_attentions is None else output_attentions,
+            output_hidden_states=(
+                self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+            ),
+            return_dict=self.config.return_dict if return_dict is None else return_dict,
+        )
+        if requests.output_attentions and self.config._attn_implementation != "eager":
+            raise ValueError(
+                f"output_attentions=True needs eager attention, but this model uses "
+                f"{self.config._attn_implementation!r}. Load it with attn_implementation='eager' "
+                "or call model.set_attn_implementation('eager')."
+            )
+        return requests
+
+
+class PvtModel(PvtPreTrainedModel):
+    def __init__(self, config: PvtConfig):
+        super().__init__(config)
+        self.encoder = PvtEncoder(config)
+        self.norm = nn.LayerNorm(config.hidden_sizes[-1], eps=config.layer_norm_eps)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BaseModelOutputWithPooling | tuple:
+        r"""
+        Returns `last_hidden_state` (B, 1 + H/32*W/32, C4): the final-normed tokens of the last stage, CLS first;
+        `pooler_output` (B, C4): the normed CLS token; `hidden_states`: the four stages' NCHW maps (strides
+        4/8/16/32) when `output_hidden_states`; `attentions`: one (B, heads, N, N_reduced) tensor per block when
+        `output_attentions` (eager attention only).
+        """
+        requests = self._requests(output_attentions, output_hidden_states, return_dict)
+        hidden_states, feature_maps, attentions = self.encoder(self._checked(pixel_values))
+        last_hidden_state = self.norm(hidden_states)
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden_state,
+            pooler_output=last_hidden_state[:, 0],
+            hidden_states=feature_maps if requests.output_hidden_states else None,
+            attentions=attentions if requests.output_attentions else None,
+        )
+        return output if requests.return_dict else output.to_tuple()
+
+
+class PvtForImageClassification(PvtPreTrainedModel):
+    def __init__(self, config: PvtConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.pvt = PvtModel(config)
+        self.classifier = (
+            nn.Linear(config.hidden_sizes[-1], config.num_labels) if config.num_labels > 0 else nn.Identity()
+        )
+        self.post_init()
+
+    @classmethod
+    def _to_own_layout(cls, state_dict: dict) -> dict:
+        return {(k if k.startswith("classifier.") else f"pvt.{k}"): v for k, v in state_dict.items()}
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> ImageClassifierOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)` or float `(batch_size, num_labels)`, *optional*):
+            Cross-entropy for single-label classification, BCE-with-logits for multi-label, MSE when
+            `num_labels == 1` (regression) — chosen by `config.problem_type` as in other HF classifiers.
+        """
+        requests = self._requests(output_attentions, output_hidden_states, return_dict)
+        outputs = self.pvt(
+            pixel_values,
+            output_attentions=requests.output_attentions,
+            output_hidden_states=requests.output_hidden_states,
+            return_dict=True,
+        )
+        logits = self.classifier(outputs.pooler_output)
+        loss = self.loss_function(labels, logits, self.config) if labels is not None else None
+        output = ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if requests.return_dict else output.to_tuple()
+
+
+class PvtBackbone(BackboneMixin, PvtPreTrainedModel):
+    """Multi-scale NCHW feature maps (strides 4/8/16/32) for detection and segmentation heads."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^norm\.", r"^classifier\."]
+
+    def __init__(self, config: PvtConfig):
+        super().__init__(config)
+        self.num_features = list(config.hidden_sizes)
+        self.encoder = PvtEncoder(config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> BackboneOutput | tuple:
+        requests = self._requests(output_attentions, output_hidden_states, return_dict)
+        _, feature_maps, attentions = self.encoder(self._checked(pixel_values))
+        output = BackboneOutput(
+            feature_maps=tuple(feature_maps[index] for index in self.out_indices),
+            hidden_states=feature_maps if requests.output_hidden_states else None,
+            attentions=attentions if requests.output_attentions else None,
+        )
+        return output if requests.return_dict else output.to_tuple()
+
+
+__all__ = [
+    "PvtPreTrainedModel",
+    "PvtModel",
+    "PvtForImageClassification",
+    "PvtBackbone",
+    "convert_original_state_dict",
+    "convert_native_state_dict",
+    "convert_native_config",
+]

@@ -1,0 +1,57 @@
+"""Helpers shared by test files: running code in a fresh interpreter that cannot import this package, and laying a
+saved folder into a temporary Hugging Face cache so that a repo id resolves offline exactly as for a user."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# Makes `import modeling_pvt` (the installed package) impossible, so only Hub remote code can be used.
+_BLOCK_PACKAGE = textwrap.dedent(
+    """
+    import importlib.abc, sys
+    class _Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "modeling_pvt" or name.startswith("modeling_pvt."):
+                raise ImportError("modeling_pvt is deliberately not importable in this process")
+    sys.meta_path.insert(0, _Blocker())
+    try:
+        import modeling_pvt
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("the blocker failed: modeling_pvt is importable")
+    """
+)
+
+
+def run_without_package(code: str, tmp_path: Path, env: dict | None = None, timeout: int = 300) -> str:
+    """Runs `code` in a fresh Python process where `import modeling_pvt` fails; returns stdout, fails on error."""
+    script = tmp_path / "fresh_process.py"
+    script.write_text(_BLOCK_PACKAGE + textwrap.dedent(code))
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": "", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    full_env.update(env or {})
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+    if result.returncode != 0:
+        pytest.fail(f"fresh process failed ({result.returncode}):\n{result.stdout}\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+def lay_out_as_hub_cache(folder: Path, hf_home: Path, repo_id: str, revision: str = "0" * 40) -> dict:
+    """Copies a saved folder into `hf_home` in the Hub cache layout; returns the env that makes `repo_id` resolve."""
+    repo_dir = hf_home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(folder, repo_dir / "snapshots" / revision)
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(revision)
+    return {"HF_HOME": str(hf_home), "HF_HUB_CACHE": str(hf_home / "hub"), "HF_HUB_OFFLINE": "1"}
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
