@@ -1,0 +1,160 @@
+"""Hub-ready folders and publishing, shared by `scripts/convert_checkpoint.py`, `scripts/push_to_hub.py` and the
+fine-tuning script's `--push_to_hub`, so that every route produces the same repository layout:
+
+    config.json (with auto_map)   model.safetensors (or shards + model.safetensors.index.json)
+    preprocessor_config.json      configuration_pvt.py  modeling_pvt.py  image_processing_pvt.py
+    README.md (model card)
+
+Tokens are only handed to `huggingface_hub` (argument, `HF_TOKEN` or `hf auth login`); nothing here writes one.
+"""
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
+
+from .model_card import render_model_card
+
+# PVT-Large is ~250 MB in float32, so published presets stay one file; bigger custom models get shards.
+DEFAULT_MAX_SHARD_SIZE = "2GB"
+REQUIRED_FILES = ("config.json", "preprocessor_config.json", "README.md")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+class PublishError(RuntimeError):
+    """A Hub folder could not be written or uploaded; the message says why and what to do."""
+
+
+def save_hub_folder(
+    model,
+    image_processor,
+    output_dir,
+    *,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    overwrite: bool = False,
+    **card_kwargs,
+) -> Path:
+    """Writes `model`, `image_processor`, the remote-code files and a model card to `output_dir`, atomically.
+
+    Everything is written to a temporary sibling folder first and renamed into place at the end, so an
+    interrupted run never leaves a half-written checkpoint. An existing non-empty `output_dir` is only replaced
+    when `overwrite=True`. `card_kwargs` go to `render_model_card` (variant, eval_results, dataset_name, …).
+    """
+    output_dir = Path(output_dir).resolve()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise PublishError(f"{output_dir} exists and is a file; choose a folder path for the output.")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise PublishError(
+            f"{output_dir} already exists and is not empty. Choose a new folder, or replace it with overwrite=True "
+            "(--overwrite on the command line)."
+        )
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
+    try:
+        model.save_pretrained(staging, max_shard_size=max_shard_size)
+        image_processor.save_pretrained(staging)
+        (staging / "README.md").write_text(render_model_card(model, **card_kwargs), encoding="utf-8")
+        _replace_folder(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output_dir
+
+
+def _replace_folder(new: Path, target: Path) -> None:
+    """Moves `new` to `target`; an existing `target` is set aside first and deleted only after the move."""
+    if not target.exists():
+        new.rename(target)
+        return
+    retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    target.rename(retired / target.name)
+    try:
+        new.rename(target)
+    except BaseException:
+        (retired / target.name).rename(target)
+        raise
+    shutil.rmtree(retired)
+
+
+def check_hub_folder(folder) -> Path:
+    """Raises `PublishError` naming what is missing unless `folder` looks like a folder from `save_hub_folder`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PublishError(f"{folder} is not a folder. Create one with scripts/convert_checkpoint.py first.")
+    missing = [name for name in REQUIRED_FILES if not (folder / name).is_file()]
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        missing.append(" or ".join(WEIGHT_FILES))
+    if not list(folder.glob("modeling_*.py")):
+        missing.append("the remote-code files (modeling_pvt.py, configuration_pvt.py)")
+    if missing:
+        raise PublishError(
+            f"{folder} is not a complete Hub folder; missing: {', '.join(missing)}. Write it with "
+            "scripts/convert_checkpoint.py (or the fine-tuning script) instead of assembling it by hand."
+        )
+    return folder
+
+
+def push_folder(
+    folder,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> str:
+    """Uploads `folder` to the model repo `repo_id` in one commit and returns the commit URL.
+
+    Creates the repo (and the branch `revision`) if needed. `token=None` uses `HF_TOKEN` or the token saved by
+    `hf auth login`. Hub and network failures raise `PublishError` with the cause and the fix; the local folder is
+    never modified.
+    """
+    folder = check_hub_folder(folder)
+    api = HfApi(token=token)
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            repo_type="model",
+            revision=revision,
+            commit_message=commit_message or f"Upload PVT v1 model from {folder.name}",
+        )
+    except (HfHubHTTPError, HTTPError, OfflineModeIsEnabled, LocalTokenNotFoundError, HFValidationError) as error:
+        raise PublishError(f"{_explain(error, repo_id)} The local folder {folder} is unchanged.") from error
+    return commit.commit_url
+
+
+def _explain(error: Exception, repo_id: str) -> str:
+    if isinstance(error, HFValidationError):
+        return f"{repo_id!r} is not a valid repo id ({error}). Use the form 'org-or-user/model-name'."
+    if isinstance(error, LocalTokenNotFoundError):
+        return "No Hugging Face token found. Run `hf auth login` or set HF_TOKEN, then rerun."
+    if isinstance(error, OfflineModeIsEnabled):
+        return "HF_HUB_OFFLINE is set, so nothing can be uploaded. Unset it and rerun."
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if status == 401:
+        return (
+            f"The Hub rejected the token (HTTP 401) while pushing to {repo_id}. Run `hf auth login` or set HF_TOKEN "
+            "to a valid token with write access, then rerun."
+        )
+    if status == 403:
+        return (
+            f"The token may not write to {repo_id} (HTTP 403). Use a token with write access to the "
+            f"'{repo_id.split('/')[0]}' namespace, or push to a namespace you own."
+        )
+    if status == 404:
+        return (
+            f"{repo_id} (or its namespace or branch) was not found on the Hub (HTTP 404). Check the spelling of the "
+            "organisation / user name and that your account belongs to it."
+        )
+    if status is not None:
+        return f"The Hub answered HTTP {status} while pushing to {repo_id}: {error}. Rerun later."
+    return (
+        f"Could not reach the Hugging Face Hub while pushing to {repo_id} ({type(error).__name__}: {error}). Check the "
+        "network connection (and HF_ENDPOINT if set), then rerun."
+    )

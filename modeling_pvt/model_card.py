@@ -1,0 +1,375 @@
+"""The one model-card renderer, shared by checkpoint conversion, fine-tuning and publishing.
+
+`render_model_card(model, ...)` returns the text of a Hub `README.md`: YAML metadata (license, library, tags,
+pipeline tag, datasets, `model-index`) followed by the sections filled into `CARD_TEMPLATE`. Parameters and
+multiply-adds are measured here, on a weightless copy of the model, so that every card states numbers our code
+produced; the paper's numbers are quoted separately and labelled as the paper's.
+
+`python -m modeling_pvt.model_card model_cards/` rewrites the committed template and the four preset cards.
+"""
+
+import argparse
+import copy
+import string
+from pathlib import Path
+
+import torch
+from huggingface_hub import EvalResult, ModelCardData
+from torch.utils.flop_counter import FlopCounterMode
+
+from .configuration_pvt import PRESETS
+
+PAPER_URL = "https://arxiv.org/abs/2102.12122"
+ORIGINAL_CODE_URL = "https://github.com/whai362/PVT"
+# Table 2 of the paper (ImageNet-1k validation, 224x224 single crop). "GFLOPs" there are multiply-adds.
+PAPER_RESULTS = {
+    "pvt-tiny": {"top1": 75.1, "gflops": 1.9, "params_m": 13.2},
+    "pvt-small": {"top1": 79.8, "gflops": 3.8, "params_m": 24.5},
+    "pvt-medium": {"top1": 81.2, "gflops": 6.7, "params_m": 44.2},
+    "pvt-large": {"top1": 81.7, "gflops": 9.8, "params_m": 61.4},
+}
+IMAGENET_NUM_LABELS = 1000
+MEASURED_RESOLUTION = 224
+# Trainer's bookkeeping entries are not quality metrics and stay out of `model-index`.
+_NOT_METRICS = ("loss", "runtime", "samples_per_second", "steps_per_second", "epoch")
+
+CITATION = """@inproceedings{wang2021pyramid,
+  title     = {Pyramid Vision Transformer: A Versatile Backbone for Dense Prediction without Convolutions},
+  author    = {Wang, Wenhai and Xie, Enze and Li, Xiang and Fan, Deng-Ping and Song, Kaitao and Liang, Ding
+               and Lu, Tong and Luo, Ping and Shao, Ling},
+  booktitle = {Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)},
+  pages     = {568--578},
+  year      = {2021}
+}"""
+
+CARD_TEMPLATE = string.Template(
+    """---
+$metadata
+---
+
+# $title
+
+$summary
+
+## Model description
+
+PVT v1 ("Pyramid Vision Transformer: A Versatile Backbone for Dense Prediction without Convolutions",
+Wang et al., ICCV 2021, [arXiv:2102.12122]($paper_url)) is a convolution-free backbone that produces a
+feature pyramid like a CNN. Each of its four stages starts with a strided patch embedding (a convolution with
+kernel = stride) and adds learned position embeddings, then runs transformer blocks whose attention uses
+*spatial-reduction attention*: keys and values come from the feature map shrunk by a ratio R, which keeps
+attention affordable at high resolution. A CLS token joins in the last stage; its normalised embedding feeds
+the classification head.
+
+| | stage 1 | stage 2 | stage 3 | stage 4 |
+|---|---|---|---|---|
+$stage_table
+
+$measurements
+
+$results
+
+## Intended uses
+
+- Image classification over the labels in `config.id2label` ($num_labels classes).
+- A multi-scale backbone (`AutoBackbone`, strides 4/8/16/32) for detection and segmentation heads.
+- A starting point for fine-tuning on your own labels.
+
+## How to use
+
+The modelling code is stored with the weights, so loading needs `trust_remote_code=True` (or the
+`pvt-transformers` package installed, which registers the classes with the Auto factories).
+
+```python
+from PIL import Image
+from transformers import AutoBackbone, AutoImageProcessor, AutoModelForImageClassification, pipeline
+
+repo = "$repo_id"
+image = Image.open("path/to/image.jpg")
+classifier = pipeline("image-classification", model=repo, trust_remote_code=True)
+print(classifier(image))
+
+processor = AutoImageProcessor.from_pretrained(repo, trust_remote_code=True)
+model = AutoModelForImageClassification.from_pretrained(repo, trust_remote_code=True)
+inputs = processor(images=image, return_tensors="pt")
+predicted = model(**inputs).logits.argmax(-1).item()
+print(model.config.id2label[predicted])
+
+# Feature pyramid for dense prediction: four NCHW maps at strides 4, 8, 16 and 32.
+backbone = AutoBackbone.from_pretrained(repo, trust_remote_code=True, out_features=["stage1", "stage2", "stage3", "stage4"])
+feature_maps = backbone(**inputs).feature_maps
+```
+
+## Limitations
+
+- Position embeddings are stored for ${image_size}x${image_size} inputs; other sizes work (they are resized
+  bilinearly) but accuracy is only known at the training resolution.
+- ImageNet-trained models inherit the biases and the label set of ImageNet-1k; check them on your own data
+  before relying on predictions.
+- Numbers quoted from the paper were measured by its authors with the original weights and code; a card only
+  reports numbers of this checkpoint where they are labelled as measured.
+
+## Citation
+
+```bibtex
+$citation
+```
+"""
+)
+
+
+def infer_variant(config) -> str | None:
+    """The preset name whose architecture `config` has (`"pvt-small"` …), or None for a custom architecture."""
+    for name, fields in PRESETS.items():
+        if all(list(getattr(config, field)) == list(value) for field, value in fields.items()):
+            return name
+    return None
+
+
+def measure_model(model, resolution: int = MEASURED_RESOLUTION) -> dict:
+    """Parameters and multiply-adds of one forward pass at `resolution`x`resolution`, batch 1.
+
+    Counted with `torch.utils.flop_counter.FlopCounterMode` on a weightless (meta-device) copy with eager
+    attention, so the attention matmuls are counted and the user's model is neither run nor changed. That tool
+    counts matmuls and convolutions (2 FLOPs per multiply-add); normalisations, activations and softmax are not
+    counted, matching how the paper counts."""
+    config = copy.deepcopy(model.config)
+    with torch.device("meta"):
+        twin = type(model)(config)
+    twin.set_attn_implementation("eager")
+    twin.eval()
+    pixel_values = torch.empty(1, config.num_channels, resolution, resolution, device="meta")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        twin(pixel_values)
+    flops = counter.get_total_flops()
+    return {
+        "params": sum(parameter.numel() for parameter in twin.parameters()),
+        "gflops": flops / 1e9,
+        "gmacs": flops / 2e9,
+        "resolution": resolution,
+    }
+
+
+def _evaluation_metrics(eval_results: dict) -> dict:
+    """`{"eval_accuracy": 0.9, "eval_loss": …}` -> `{"accuracy": 0.9}`: numeric quality metrics only."""
+    metrics = {}
+    for name, value in eval_results.items():
+        short = name.removeprefix("eval_").removeprefix("test_")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and short not in _NOT_METRICS:
+            metrics[short] = value
+    return metrics
+
+
+def _eval_results_metadata(variant, num_labels, eval_results, dataset_name) -> list[EvalResult]:
+    if eval_results:
+        dataset = dataset_name or "unknown"
+        return [
+            EvalResult(
+                task_type="image-classification",
+                task_name="Image Classification",
+                dataset_type=dataset,
+                dataset_name=dataset,
+                metric_type=name,
+                metric_value=value,
+                metric_name=name,
+            )
+            for name, value in _evaluation_metrics(eval_results).items()
+        ]
+    if variant in PAPER_RESULTS and num_labels == IMAGENET_NUM_LABELS and dataset_name is None:
+        return [
+            EvalResult(
+                task_type="image-classification",
+                task_name="Image Classification",
+                dataset_type="imagenet-1k",
+                dataset_name="ImageNet-1k",
+                dataset_split="validation",
+                metric_type="accuracy",
+                metric_value=PAPER_RESULTS[variant]["top1"],
+                metric_name="Top-1 accuracy (reported by the paper, Table 2)",
+                source_name="Wang et al., ICCV 2021 (paper's reported number)",
+                source_url=PAPER_URL,
+            )
+        ]
+    return []
+
+
+def _metadata(model, variant, eval_results, dataset_name, base_model, model_name) -> str:
+    num_labels = model.config.num_labels
+    datasets = [dataset_name] if dataset_name else (["imagenet-1k"] if num_labels == IMAGENET_NUM_LABELS else None)
+    tags = ["vision", "image-classification", "pvt", "pyramid-vision-transformer", "custom_code"]
+    if variant:
+        tags.append(variant)
+    data = ModelCardData(
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        tags=tags,
+        datasets=datasets,
+        base_model=base_model,
+        model_name=model_name,
+        eval_results=_eval_results_metadata(variant, num_labels, eval_results, dataset_name) or None,
+    )
+    return data.to_yaml()
+
+
+def _stage_table(config) -> str:
+    rows = [
+        ("output stride", [config.stage_stride(i) for i in range(config.num_stages)]),
+        ("hidden size", config.hidden_sizes),
+        ("blocks", config.depths),
+        ("attention heads", config.num_attention_heads),
+        ("spatial-reduction ratio R", config.sr_ratios),
+        ("MLP ratio", config.mlp_ratios),
+    ]
+    return "\n".join(f"| {label} | " + " | ".join(str(value) for value in values) + " |" for label, values in rows)
+
+
+def _measurements_section(model, variant) -> str:
+    measured = measure_model(model)
+    size = measured["resolution"]
+    lines = [
+        "## Size and compute (measured by our code)",
+        "",
+        f"- Parameters: **{measured['params'] / 1e6:.2f} M** ({measured['params']:,}), counted from this model's "
+        "tensors.",
+        f"- Compute at {size}x{size}: **{measured['gmacs']:.2f} G multiply-adds** ({measured['gflops']:.2f} GFLOPs "
+        "at 2 FLOPs per multiply-add), counted with `torch.utils.flop_counter.FlopCounterMode` over one forward "
+        "pass with eager attention (matmuls and convolutions; normalisations, activations and softmax are not "
+        "counted).",
+    ]
+    if variant in PAPER_RESULTS:
+        paper = PAPER_RESULTS[variant]
+        lines.append(
+            f"- For comparison, the paper reports {paper['params_m']} M parameters and {paper['gflops']} \"GFLOPs\" "
+            f"(multiply-adds) for {variant} with a 1000-class head."
+        )
+    return "\n".join(lines)
+
+
+def _format_value(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _results_section(model, variant, eval_results, dataset_name, training_args) -> str:
+    if eval_results:
+        lines = [
+            "## Evaluation results (measured on this checkpoint)",
+            "",
+            f"Evaluated on `{dataset_name or 'unknown dataset'}` after fine-tuning:",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            *(f"| {name} | {_format_value(value)} |" for name, value in eval_results.items()),
+        ]
+    elif variant in PAPER_RESULTS:
+        lines = [
+            "## ImageNet-1k results (reported by the paper)",
+            "",
+            f"The paper reports **{PAPER_RESULTS[variant]['top1']}% top-1** on the ImageNet-1k validation set "
+            f"(224x224, single crop) for {variant} (Wang et al., 2021, Table 2). That number belongs to the "
+            "authors' original weights; it was not re-measured on this checkpoint.",
+        ]
+    else:
+        lines = ["## Evaluation results", "", "No evaluation results are recorded for this checkpoint."]
+    if training_args:
+        lines += [
+            "",
+            "## Training procedure",
+            "",
+            f"Fine-tuned on `{dataset_name or 'unknown dataset'}` with these hyper-parameters:",
+            "",
+            "| hyper-parameter | value |",
+            "|---|---|",
+            *(f"| {name} | {_format_value(value)} |" for name, value in training_args.items()),
+        ]
+    return "\n".join(lines)
+
+
+def _summary(model, variant, dataset_name, base_model, converted_from) -> str:
+    name = f"PVT-{variant.removeprefix('pvt-').capitalize()}" if variant else "A custom-size PVT v1"
+    parts = [
+        f"{name} ({type(model).__name__}, {model.config.num_labels} labels): an image classifier and multi-scale "
+        "backbone, packaged for 🤗 Transformers."
+    ]
+    if base_model:
+        parts.append(f"Fine-tuned from [`{base_model}`](https://huggingface.co/{base_model}) on `{dataset_name}`.")
+    elif dataset_name:
+        parts.append(f"Trained on `{dataset_name}`.")
+    if converted_from:
+        parts.append(f"Converted from {converted_from}.")
+    return " ".join(parts)
+
+
+def render_model_card(
+    model,
+    *,
+    variant: str | None = None,
+    eval_results: dict | None = None,
+    dataset_name: str | None = None,
+    training_args: dict | None = None,
+    base_model: str | None = None,
+    repo_id: str | None = None,
+    converted_from: str | None = None,
+) -> str:
+    """README.md text for `model` (any PVT model class of this package).
+
+    Args:
+        variant: preset name (`"pvt-tiny"` …); inferred from the architecture when omitted.
+        eval_results: metrics measured on this checkpoint, e.g. `trainer.evaluate()`'s dict; they go into
+            `model-index` and replace the paper's numbers.
+        dataset_name: the dataset the checkpoint was fine-tuned / evaluated on (Hub dataset id).
+        training_args: hyper-parameters to list (name -> value).
+        base_model: Hub id of the checkpoint this one was fine-tuned from.
+        repo_id: where the card will live; used in the loading snippet.
+        converted_from: provenance of converted weights, e.g. "the original PVT release (`pvt_tiny.pth`)".
+    """
+    variant = variant or infer_variant(model.config)
+    if variant is not None and variant not in PRESETS:
+        raise ValueError(f"Unknown PVT variant {variant!r} for the model card. Known variants: {', '.join(PRESETS)}.")
+    model_name = repo_id.split("/")[-1] if repo_id else (variant or "pvt-v1")
+    return CARD_TEMPLATE.substitute(
+        metadata=_metadata(model, variant, eval_results, dataset_name, base_model, model_name),
+        title=model_name,
+        summary=_summary(model, variant, dataset_name, base_model, converted_from),
+        paper_url=PAPER_URL,
+        stage_table=_stage_table(model.config),
+        measurements=_measurements_section(model, variant),
+        results=_results_section(model, variant, eval_results, dataset_name, training_args),
+        num_labels=model.config.num_labels,
+        repo_id=repo_id or "path/to/this/folder-or-repo",
+        image_size=model.config.image_height_width[0],
+        citation=CITATION,
+    )
+
+
+def preset_card(variant: str) -> str:
+    """The card of an ImageNet-1k classifier of preset `variant`, as committed under `model_cards/`."""
+    from .configuration_pvt import PvtConfig
+    from .modeling_pvt import PvtForImageClassification
+
+    with torch.device("meta"):
+        model = PvtForImageClassification(PvtConfig.from_preset(variant, num_labels=IMAGENET_NUM_LABELS))
+    return render_model_card(model, variant=variant, repo_id=f"your-org/{variant}-224")
+
+
+def write_model_cards(directory: Path) -> list[Path]:
+    """Writes `TEMPLATE.md` and one `<variant>.md` per preset into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = [directory / "TEMPLATE.md"]
+    written[0].write_text(CARD_TEMPLATE.template, encoding="utf-8")
+    for variant in PRESETS:
+        path = directory / f"{variant}.md"
+        path.write_text(preset_card(variant), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Rewrite the card template and the per-preset model cards.")
+    parser.add_argument("directory", type=Path, help="where to write them (the repository's model_cards/)")
+    for path in write_model_cards(parser.parse_args(argv).directory):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
