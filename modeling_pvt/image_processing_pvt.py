@@ -2,11 +2,14 @@
 
 Built on transformers' PIL/NumPy backend, so it needs neither torchvision nor a GPU."""
 
+import numpy as np
+from PIL import Image
 from transformers.image_processing_backends import PilBackend
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 
 # The original evaluation transform resizes the shorter side to crop / 0.875 (256 for 224) before cropping.
 EVAL_CROP_FRACTION = 0.875
+_WIDE_INTEGER_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
 
 class PvtImageProcessor(PilBackend):
@@ -22,6 +25,15 @@ class PvtImageProcessor(PilBackend):
     do_rescale = True
     do_normalize = True
     do_convert_rgb = True
+
+    def convert_to_rgb(self, image, input_data_format=None):
+        if isinstance(image, Image.Image) and image.mode in _WIDE_INTEGER_MODES:
+            # PIL clips 16-bit values at 255 when converting to RGB (a white image); keep the top 8 bits instead.
+            values = np.asarray(image, dtype=np.int64)
+            if values.max() > 255:
+                values = values >> 8
+            image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
+        return super().convert_to_rgb(image, input_data_format=input_data_format)
 
     @classmethod
     def for_evaluation(cls, crop: int = 224, **kwargs) -> "PvtImageProcessor":

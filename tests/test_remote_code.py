@@ -1,0 +1,129 @@
+"""A saved folder is Hub remote code: it loads with the Auto classes and `pipeline` in a fresh process where this
+package cannot be imported, from a local folder and from a repo id served by the Hugging Face cache (offline)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_sample_image
+
+from modeling_pvt import PvtForImageClassification, PvtImageProcessor
+
+from conftest import tiny_config
+from helpers import lay_out_as_hub_cache, read_json, run_without_package
+
+LABELS = {0: "temple", 1: "flower", 2: "sky", 3: "tree", 4: "water"}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("saved") / "pvt-small"
+    model = PvtForImageClassification(tiny_config(id2label=LABELS, label2id={v: k for k, v in LABELS.items()}))
+    model.eval().save_pretrained(folder)
+    processor = PvtImageProcessor(size={"height": 96, "width": 96})
+    processor.save_pretrained(folder)
+    pixel_values = processor(load_sample_image("china.jpg"), return_tensors="pt").pixel_values
+    with torch.inference_mode():
+        logits = model(pixel_values).logits[0].tolist()
+    return folder, logits
+
+
+def test_folder_contents(saved):
+    folder, _ = saved
+    names = {path.name for path in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= names
+    assert {"configuration_pvt.py", "modeling_pvt.py", "image_processing_pvt.py"} <= names
+    config = read_json(folder / "config.json")
+    assert config["model_type"] == "pvt_v1"
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_pvt.PvtConfig",
+        "AutoModel": "modeling_pvt.PvtModel",
+        "AutoModelForImageClassification": "modeling_pvt.PvtForImageClassification",
+        "AutoBackbone": "modeling_pvt.PvtBackbone",
+    }
+    assert read_json(folder / "preprocessor_config.json")["auto_map"] == {
+        "AutoImageProcessor": "image_processing_pvt.PvtImageProcessor"
+    }
+    # Remote code may only import torch, transformers, the standard library and its sibling files.
+    for code_file in ("configuration_pvt.py", "modeling_pvt.py", "image_processing_pvt.py"):
+        imports = [
+            line.split()[1]
+            for line in (folder / code_file).read_text().splitlines()
+            if line.startswith(("import ", "from "))
+        ]
+        roots = {name.split(".")[0] for name in imports}
+        assert roots <= {"torch", "transformers", "numpy", "PIL", "json", "inspect", "re", "math", "collections",
+                         "dataclasses", "", "__future__"}, (code_file, roots)
+
+
+FRESH_PROCESS_CHECKS = """
+import json, sys
+import torch
+from sklearn.datasets import load_sample_image
+from transformers import (AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel,
+                          AutoModelForImageClassification, pipeline)
+from PIL import Image
+
+repo = sys.argv[1] if len(sys.argv) > 1 else REPO
+photo = Image.fromarray(load_sample_image("china.jpg"))
+report = {}
+config = AutoConfig.from_pretrained(repo, trust_remote_code=True)
+report["config"] = [type(config).__name__, type(config).__module__.startswith("transformers_modules")]
+base = AutoModel.from_pretrained(repo, trust_remote_code=True)
+classifier = AutoModelForImageClassification.from_pretrained(repo, trust_remote_code=True).eval()
+processor = AutoImageProcessor.from_pretrained(repo, trust_remote_code=True)
+report["classes"] = [type(base).__name__, type(classifier).__name__, type(processor).__name__]
+with torch.inference_mode():
+    report["logits"] = classifier(**processor(photo, return_tensors="pt")).logits[0].tolist()
+    maps = base(torch.randn(1, 3, 64, 96), output_hidden_states=True).hidden_states
+report["map_shapes"] = [list(m.shape) for m in maps]
+classify = pipeline("image-classification", model=repo, trust_remote_code=True)
+report["pipeline"] = classify(photo, top_k=3)
+"""
+
+
+def check_report(report, logits):
+    assert report["config"] == ["PvtConfig", True]
+    assert report["classes"] == ["PvtModel", "PvtForImageClassification", "PvtImageProcessor"]
+    np.testing.assert_allclose(report["logits"], logits, atol=1e-5)
+    assert report["map_shapes"] == [[1, 8, 16, 24], [1, 16, 8, 12], [1, 32, 4, 6], [1, 64, 2, 3]]
+    top = [prediction["label"] for prediction in report["pipeline"]]
+    expected = [LABELS[i] for i in np.argsort(logits)[::-1][:3]]
+    assert top == expected
+    assert sum(prediction["score"] for prediction in report["pipeline"]) <= 1.0 + 1e-6
+
+
+def test_auto_classes_and_pipeline_from_a_local_folder(saved, tmp_path):
+    folder, logits = saved
+    code = FRESH_PROCESS_CHECKS.replace("REPO", repr(str(folder))) + "print(json.dumps(report))"
+    report = json.loads(run_without_package(code, tmp_path).strip().splitlines()[-1])
+    check_report(report, logits)
+
+
+def test_the_users_literal_call_with_a_repo_id(saved, tmp_path):
+    """`AutoModel.from_pretrained("org/pvt-small", trust_remote_code=True)`, resolved from the HF cache offline."""
+    folder, logits = saved
+    env = lay_out_as_hub_cache(folder, tmp_path / "hf_home", "org/pvt-small")
+    code = FRESH_PROCESS_CHECKS.replace("REPO", repr("org/pvt-small")) + (
+        "import huggingface_hub\n"
+        "# transformers 5.24's AutoBackbone first asks the Hub whether the repo exists; answer as the Hub would.\n"
+        "huggingface_hub.HfApi.repo_exists = lambda self, repo_id, **kwargs: repo_id == 'org/pvt-small'\n"
+        "backbone = AutoBackbone.from_pretrained('org/pvt-small', trust_remote_code=True, out_indices=[0, 3])\n"
+        "report['backbone'] = [type(backbone).__name__, backbone.channels,\n"
+        "    [list(f.shape) for f in backbone(torch.randn(2, 3, 64, 64)).feature_maps]]\n"
+        "print(json.dumps(report))"
+    )
+    report = json.loads(run_without_package(code, tmp_path, env).strip().splitlines()[-1])
+    check_report(report, logits)
+    assert report["backbone"] == ["PvtBackbone", [8, 64], [[2, 8, 16, 16], [2, 64, 2, 2]]]
+
+
+def test_installed_package_loads_folders_without_remote_code(saved):
+    """With the package imported, the Auto classes resolve our model type directly."""
+    from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+
+    folder, _ = saved
+    assert type(AutoConfig.from_pretrained(folder)).__module__ == "modeling_pvt.configuration_pvt"
+    assert type(AutoModel.from_pretrained(folder)).__name__ == "PvtModel"
+    assert type(AutoModelForImageClassification.from_pretrained(folder)).__module__ == "modeling_pvt.modeling_pvt"
