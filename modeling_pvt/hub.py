@@ -34,13 +34,15 @@ def save_hub_folder(
     *,
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     overwrite: bool = False,
+    model_card: str | None = None,
     **card_kwargs,
 ) -> Path:
     """Writes `model`, `image_processor`, the remote-code files and a model card to `output_dir`, atomically.
 
     Everything is written to a temporary sibling folder first and renamed into place at the end, so an
     interrupted run never leaves a half-written checkpoint. An existing non-empty `output_dir` is only replaced
-    when `overwrite=True`. `card_kwargs` go to `render_model_card` (variant, eval_results, dataset_name, …).
+    when `overwrite=True`. The README is `model_card` if given (e.g. a fine-tuned model's existing card), else
+    `render_model_card(model, **card_kwargs)` (variant, eval_results, dataset_name, …).
     """
     output_dir = Path(output_dir).resolve()
     if output_dir.exists() and not output_dir.is_dir():
@@ -55,7 +57,8 @@ def save_hub_folder(
     try:
         model.save_pretrained(staging, max_shard_size=max_shard_size)
         image_processor.save_pretrained(staging)
-        (staging / "README.md").write_text(render_model_card(model, **card_kwargs), encoding="utf-8")
+        card = model_card if model_card is not None else render_model_card(model, **card_kwargs)
+        (staging / "README.md").write_text(card, encoding="utf-8")
         _replace_folder(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
