@@ -12,6 +12,7 @@ Key names are translated with the tables in `modeling_pvt.py` (the only copy of 
 with `torch.load(..., weights_only=True)`, so a pickle that would run code is refused, never executed.
 """
 
+import copy
 import json
 import math
 import pickle
@@ -215,7 +216,9 @@ def _stored_image_size(state_dict: dict, config: PvtConfig) -> int | None:
     return side * config.patch_sizes[0] if side * side == embeddings.shape[1] else None
 
 
-def _architecture(checkpoint: Checkpoint, variant: str | None) -> PvtConfig:
+def _architecture(checkpoint: Checkpoint, variant: str | None, config: PvtConfig | None) -> PvtConfig:
+    if config is not None:
+        return copy.deepcopy(config)
     if checkpoint.config is not None:
         config = checkpoint.config
         if variant is not None:
@@ -230,7 +233,7 @@ def _architecture(checkpoint: Checkpoint, variant: str | None) -> PvtConfig:
     if variant is None:
         raise ConversionError(
             f"{checkpoint.location} is a bare weights file, so the architecture must be given: pass --variant "
-            f"(one of {', '.join(PRESETS)})."
+            f"(one of {', '.join(PRESETS)}) or --config with a config.json for a custom size."
         )
     config = PvtConfig.from_preset(variant)
     image_size = _stored_image_size(checkpoint.state_dict, config)
@@ -273,10 +276,12 @@ def _labels(checkpoint: Checkpoint, config: PvtConfig, num_labels, id2label) -> 
     )
 
 
-def build_model(checkpoint: Checkpoint, variant=None, num_labels=None, id2label=None) -> ConversionResult:
+def build_model(checkpoint: Checkpoint, variant=None, num_labels=None, id2label=None, config=None) -> ConversionResult:
     """A `PvtForImageClassification` carrying the checkpoint's weights. Fails, naming the keys, unless every
-    parameter is matched in name and shape; only the classifier head may be left out, for a new label set."""
-    config = _architecture(checkpoint, variant)
+    parameter is matched in name and shape; only the classifier head may be left out, for a new label set.
+
+    The architecture is `config` if given, else the source's own config (folders), else the preset `variant`."""
+    config = _architecture(checkpoint, variant, config)
     labels, new_head, label_note = _labels(checkpoint, config, num_labels, id2label)
     config.id2label = {int(index): name for index, name in labels.items()}
     config.label2id = {name: index for index, name in config.id2label.items()}

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from modeling_pvt import PRESETS
+from modeling_pvt import PRESETS, PvtConfig
 from modeling_pvt.conversion import (
     OWN,
     VERIFY_SIZES,
@@ -57,17 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="an original .pth/.pt/.bin/.safetensors file (bare or {'model': state_dict}), a folder saved by "
         "transformers' native PVT or by this package, or a Hub repo id already in the local cache",
     )
-    parser.add_argument(
+    architecture = parser.add_mutually_exclusive_group()
+    architecture.add_argument(
         "--variant",
         choices=list(PRESETS),
         help="architecture of a bare weights file (required there); for folders, checked against their config",
+    )
+    architecture.add_argument(
+        "--config",
+        type=Path,
+        help="a config.json giving a custom architecture, instead of --variant (labels still come from the options below)",
     )
     parser.add_argument("--output_dir", required=True, type=Path, help="folder to write (must be new or empty)")
     parser.add_argument(
         "--num_labels",
         type=int,
-        help="size of a new classifier head (labels LABEL_0…); default: the checkpoint's head, with ImageNet-1k "
-        "names for 1000 outputs",
+        help="number of labels (named LABEL_0…); a number different from the checkpoint's head gives a new, randomly "
+        "initialised head. Default: the checkpoint's head, with ImageNet-1k names for 1000 outputs",
     )
     parser.add_argument(
         "--labels",
@@ -97,7 +103,10 @@ def main(argv=None) -> int:
     try:
         checkpoint = load_checkpoint(args.checkpoint)
         print(f"Detected format: {checkpoint.format} ({len(checkpoint.state_dict)} tensors in {checkpoint.location})")
-        result = build_model(checkpoint, variant=args.variant, num_labels=args.num_labels, id2label=args.labels)
+        config = PvtConfig.from_json_file(args.config) if args.config else None
+        result = build_model(
+            checkpoint, variant=args.variant, num_labels=args.num_labels, id2label=args.labels, config=config
+        )
         for note in result.notes:
             print(f"Labels: {note}")
         if args.verify:
