@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from huggingface_hub import HfApi
+from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
 
 from .model_card import render_model_card
@@ -117,6 +118,7 @@ def push_folder(
     folder = check_hub_folder(folder)
     api = HfApi(token=token)
     try:
+        validate_repo_id(repo_id)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
