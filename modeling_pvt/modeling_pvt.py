@@ -78,6 +78,67 @@ def eager_attention_forward(
     return torch.matmul(attn_weights, value).transpose(1, 2), attn_weights
 
 
+# oneDNN's linear kernel (a private ATen op, hence the availability check and the fallback) adds the bias, and in
+# inference also the exact GELU, inside the GEMM, where MKL's addmm first copies the bias into the output and GELU is
+# a separate pass over the 8x-wide MLP activations. It is also the faster GEMM on AMD CPUs, where MKL does not pick its
+# AVX-512 kernels. Results match `F.linear` to float rounding (tests compare both). Compilers and exporters trace the
+# public ops instead: inductor fuses on its own, and exported graphs must not contain private ops.
+_HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def _uses_onednn_linear(hidden_states: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        _HAS_ONEDNN_LINEAR
+        and hidden_states.device.type == "cpu"
+        and hidden_states.dtype in (torch.float32, torch.bfloat16)
+        and hidden_states.dtype == weight.dtype
+        # Under autocast F.linear is what gets cast to bfloat16; the private op would silently stay in float32.
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and not torch.compiler.is_exporting()
+        and not torch.jit.is_tracing()
+    )
+
+
+class _OneDnnLinearFunction(torch.autograd.Function):
+    """`F.linear` computed by oneDNN, with the input-gradient GEMM in oneDNN too (it dominates the backward pass)."""
+
+    @staticmethod
+    def forward(ctx, hidden_states: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(hidden_states, weight)
+        ctx.has_bias = bias is not None
+        return torch.ops.mkldnn._linear_pointwise(hidden_states, weight, bias, "none", [], "")
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        hidden_states, weight = ctx.saved_tensors
+        grad_rows = grad_output.reshape(-1, grad_output.shape[-1])
+        grad_input = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_input = torch.ops.mkldnn._linear_pointwise(grad_output, weight.t().contiguous(), None, "none", [], "")
+        if ctx.needs_input_grad[1]:
+            grad_weight = grad_rows.t().mm(hidden_states.reshape(-1, hidden_states.shape[-1]))
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_rows.sum(0)
+        return grad_input, grad_weight, grad_bias
+
+
+def fast_linear(hidden_states: torch.Tensor, linear: nn.Linear, fused_gelu: bool = False) -> torch.Tensor:
+    """`linear(hidden_states)`, followed by exact (erf) GELU when `fused_gelu`, on the fastest exact kernel available."""
+    if not _uses_onednn_linear(hidden_states, linear.weight):
+        output = linear(hidden_states)
+        return F.gelu(output) if fused_gelu else output
+    needs_grad = torch.is_grad_enabled() and (
+        hidden_states.requires_grad or any(p.requires_grad for p in linear.parameters())
+    )
+    if needs_grad:
+        output = _OneDnnLinearFunction.apply(hidden_states, linear.weight, linear.bias)
+        return F.gelu(output) if fused_gelu else output
+    # GELU's backward needs its input, so the activation is fused into the GEMM only when no gradient is recorded.
+    activation, algorithm = ("gelu", "none") if fused_gelu else ("none", "")
+    return torch.ops.mkldnn._linear_pointwise(hidden_states, linear.weight, linear.bias, activation, [], algorithm)
+
+
 class PvtSpatialReductionAttention(nn.Module):
     """Multi-head attention whose keys/values come from the feature map shrunk by `sr_ratio` (conv k=s=R + LN)."""
 
@@ -104,13 +165,12 @@ class PvtSpatialReductionAttention(nn.Module):
         self, hidden_states: torch.Tensor, height: int, width: int
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, seq_len, hidden_size = hidden_states.shape
-        query = self.q(hidden_states).view(batch_size, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
+        query = fast_linear(hidden_states, self.q).view(batch_size, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
         if self.sr_ratio > 1:
             feature_map = hidden_states.transpose(1, 2).reshape(batch_size, hidden_size, height, width)
             hidden_states = self.norm(self.sr(feature_map).flatten(2).transpose(1, 2))
-        key, value = (
-            self.kv(hidden_states).view(batch_size, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        )
+        key_value = fast_linear(hidden_states, self.kv).view(batch_size, -1, 2, self.num_heads, self.head_dim)
+        key, value = key_value.permute(2, 0, 3, 1, 4)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
@@ -125,7 +185,7 @@ class PvtSpatialReductionAttention(nn.Module):
             dropout=self.config.attention_probs_dropout_prob if self.training else 0.0,
         )
         attn_output = attn_output.reshape(batch_size, seq_len, hidden_size)
-        return self.proj_drop(self.proj(attn_output)), attn_weights
+        return self.proj_drop(fast_linear(attn_output, self.proj)), attn_weights
 
 
 class PvtMlp(nn.Module):
@@ -136,9 +196,14 @@ class PvtMlp(nn.Module):
         self.act = ACT2FN[config.hidden_act]
         self.fc2 = nn.Linear(self.fc1.out_features, hidden_size)
         self.drop = nn.Dropout(config.hidden_dropout_prob)
+        self.exact_gelu = config.hidden_act == "gelu"
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(hidden_states)))))
+        if self.exact_gelu:
+            hidden_states = fast_linear(hidden_states, self.fc1, fused_gelu=True)
+        else:
+            hidden_states = self.act(fast_linear(hidden_states, self.fc1))
+        return self.drop(fast_linear(self.drop(hidden_states), self.fc2))
 
 
 class PvtDropPath(nn.Module):
