@@ -247,7 +247,7 @@ def _measurements_section(model, variant) -> str:
 
 
 def _format_value(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _results_section(model, variant, eval_results, dataset_name, training_args) -> str:
