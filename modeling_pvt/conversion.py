@@ -223,7 +223,7 @@ def _architecture(checkpoint: Checkpoint, variant: str | None, config: PvtConfig
         config = checkpoint.config
         if variant is not None:
             preset = PvtConfig.from_preset(variant)
-            different = [name for name in PRESETS[preset_name(variant)] if getattr(config, name) != getattr(preset, name)]
+            different = [name for name in PRESETS[_preset_key(variant)] if getattr(config, name) != getattr(preset, name)]
             if different:
                 raise ConversionError(
                     f"{checkpoint.location} is not {variant}: its config differs in {', '.join(different)}. Drop "
@@ -242,7 +242,7 @@ def _architecture(checkpoint: Checkpoint, variant: str | None, config: PvtConfig
     return config
 
 
-def preset_name(variant: str) -> str:
+def _preset_key(variant: str) -> str:
     return variant if variant.startswith("pvt-") else f"pvt-{variant}"
 
 
@@ -282,6 +282,9 @@ def build_model(checkpoint: Checkpoint, variant=None, num_labels=None, id2label=
 
     The architecture is `config` if given, else the source's own config (folders), else the preset `variant`."""
     config = _architecture(checkpoint, variant, config)
+    if checkpoint.format == NATIVE and checkpoint.config is None:
+        # transformers' native PVT uses its one eps (1e-6) in every LayerNorm, the original release 1e-5 in some.
+        config.conv_layer_norm_eps = config.layer_norm_eps
     labels, new_head, label_note = _labels(checkpoint, config, num_labels, id2label)
     config.id2label = {int(index): name for index, name in labels.items()}
     config.label2id = {name: index for index, name in config.id2label.items()}
@@ -325,7 +328,8 @@ def default_image_processor(checkpoint: Checkpoint, config: PvtConfig) -> PvtIma
 def _source_model(checkpoint: Checkpoint, config: PvtConfig):
     """The model as its source runs it, returning (features, logits) per input."""
     if checkpoint.format == ORIGINAL:
-        head_size = checkpoint.original_state_dict["head.weight"].shape[0]
+        head = checkpoint.original_state_dict.get("head.weight")
+        head_size = 0 if head is None else head.shape[0]
         original = OriginalPyramidVisionTransformer(config, num_classes=head_size).eval()
         original.load_state_dict(checkpoint.original_state_dict, strict=True)
 
@@ -334,6 +338,11 @@ def _source_model(checkpoint: Checkpoint, config: PvtConfig):
             return features, original.head(features)
 
         return run
+    if checkpoint.config is None:
+        raise ConversionError(
+            f"--verify needs the {checkpoint.format} model itself, but {checkpoint.location} is a bare weights file "
+            "without its config. Pass the folder it came from (config.json + weights), or convert without --verify."
+        )
     if checkpoint.format == NATIVE:
         from transformers import PvtForImageClassification as NativePvtForImageClassification
 
@@ -344,11 +353,6 @@ def _source_model(checkpoint: Checkpoint, config: PvtConfig):
             return features, native.classifier(features)
 
         return run
-    if checkpoint.config is None:
-        raise ConversionError(
-            f"{checkpoint.location} is a weights file already in this package's layout: there is no other "
-            "implementation to verify it against. Convert without --verify."
-        )
     own = PvtForImageClassification.from_pretrained(checkpoint.location).eval()
 
     def run(pixel_values):
@@ -385,7 +389,10 @@ def verify(result: ConversionResult, sizes=VERIFY_SIZES, tolerance: float = VERI
         theirs = source_features if result.new_head else source_logits
         difference = (ours - theirs).abs().max().item()
         status = "OK" if difference <= tolerance else "FAILED"
-        lines.append(f"{height}x{width}: max |Δ{compared}| = {difference:.3e} (tolerance {tolerance:g}) {status}")
+        lines.append(
+            f"{height}x{width}: max |Δ{compared}| = {difference:.3e} (tolerance {tolerance:g}; values up to "
+            f"{theirs.abs().max().item():.3g}) {status}"
+        )
         if difference > tolerance:
             failures.append(f"{height}x{width}")
     if failures:

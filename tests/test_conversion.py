@@ -312,8 +312,9 @@ def test_a_checkpoint_without_head_needs_a_label_set(tmp_path, capsys):
     code, _, err = run_convert(capsys, *args, "--output_dir", tmp_path / "refused")
     assert code == 1 and "has no classifier head" in err and "--num_labels" in err
 
-    code, out, err = run_convert(capsys, *args, "--output_dir", tmp_path / "out", "--num_labels", "7")
+    code, out, err = run_convert(capsys, *args, "--output_dir", tmp_path / "out", "--num_labels", "7", "--verify")
     assert code == 0, err
+    assert out.count(" OK") == 2
     assert read_json(tmp_path / "out" / "config.json")["id2label"]["6"] == "LABEL_6"
 
 
@@ -360,3 +361,19 @@ def test_unknown_layout_is_named():
     assert detect_format(["patch_embed1.proj.weight", "head.bias"]) == "original PVT release"
     with pytest.raises(ConversionError, match="Could not tell which PVT layout.*conv1.weight"):
         detect_format(["conv1.weight", "fc.bias"])
+
+
+def test_bare_native_weights_file_converts_with_native_eps_but_cannot_be_verified(tmp_path, capsys):
+    native = native_tiny_model()
+    save_file(native.state_dict(), tmp_path / "native.safetensors")
+    args = ["--checkpoint", tmp_path / "native.safetensors", "--config", write_config(tmp_path, tiny_config())]
+
+    code, _, err = run_convert(capsys, *args, "--output_dir", tmp_path / "refused", "--verify")
+    assert code == 1 and "bare weights file without its config" in err and "Pass the folder" in err
+
+    code, out, err = run_convert(capsys, *args, "--output_dir", tmp_path / "out")
+    assert code == 0, err
+    converted = PvtForImageClassification.from_pretrained(tmp_path / "out").eval()
+    pixel_values = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(converted(pixel_values).logits, native(pixel_values).logits, atol=1e-5, rtol=1e-5)
