@@ -8,6 +8,7 @@ fine-tuning script's `--push_to_hub`, so that every route produces the same repo
 Tokens are only handed to `huggingface_hub` (argument, `HF_TOKEN` or `hf auth login`); nothing here writes one.
 """
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -60,11 +61,22 @@ def save_hub_folder(
         image_processor.save_pretrained(staging)
         card = model_card if model_card is not None else render_model_card(model, **card_kwargs)
         (staging / "README.md").write_text(card, encoding="utf-8")
+        _give_default_permissions(staging)
         _replace_folder(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output_dir
+
+
+def _give_default_permissions(folder: Path) -> None:
+    """mkdtemp (and transformers' own temporary files) create owner-only entries; a published folder should get
+    the permissions any other new file would get under the user's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _replace_folder(new: Path, target: Path) -> None:

@@ -2,8 +2,10 @@
 create_branch, upload_folder) by a fake that records the calls and keeps a copy of what would be uploaded."""
 
 import hashlib
+import os
 import runpy
 import shutil
+import stat
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -89,6 +91,10 @@ def test_hub_folder_has_the_published_layout(hub_folder, model):
     )
     assert (hub_folder / "README.md").read_text().startswith("---\n")
     assert not [path for path in hub_folder.parent.iterdir() if path.name.startswith(".")]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(hub_folder.stat().st_mode) == 0o777 & ~umask
+    assert {stat.S_IMODE(path.stat().st_mode) for path in hub_folder.iterdir()} == {0o666 & ~umask}
 
 
 def test_large_weights_are_sharded_and_load_back(tmp_path, model):
