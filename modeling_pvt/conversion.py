@@ -265,8 +265,11 @@ def _labels(checkpoint: Checkpoint, config: PvtConfig, num_labels, id2label) -> 
         raise ConversionError(
             f"{checkpoint.location} has no classifier head. Pass --num_labels N or --labels FILE to attach a new one."
         )
-    if checkpoint.config is not None and len(checkpoint.config.id2label) == head_size:
-        return dict(checkpoint.config.id2label), False, "label names from the source config"
+    source_labels = checkpoint.config.id2label if checkpoint.config is not None else {}
+    # transformers fills id2label with placeholders LABEL_0… when a config has none; those are not names.
+    named = any(name != f"LABEL_{index}" for index, name in source_labels.items())
+    if named and len(source_labels) == head_size:
+        return dict(source_labels), False, "label names from the source config"
     if head_size == len(imagenet_id2label()):
         return imagenet_id2label(), False, "1000-way head: ImageNet-1k label names"
     return (

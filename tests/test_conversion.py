@@ -186,6 +186,16 @@ def test_native_transformers_folder_converts_and_verifies(tmp_path, capsys):
         torch.testing.assert_close(converted(pixel_values).logits, native(pixel_values).logits, atol=1e-5, rtol=1e-5)
 
 
+def test_native_folder_with_placeholder_labels_and_1000_outputs_gets_imagenet_names(tmp_path, capsys):
+    native = native_tiny_model(num_labels=1000)
+    native.config.id2label = {index: f"LABEL_{index}" for index in range(1000)}
+    native.save_pretrained(tmp_path / "native")
+    code, out, err = run_convert(capsys, "--checkpoint", tmp_path / "native", "--output_dir", tmp_path / "out")
+    assert code == 0, err
+    assert "ImageNet-1k label names" in out
+    assert read_json(tmp_path / "out" / "config.json")["id2label"]["1"] == "goldfish, Carassius auratus"
+
+
 def test_native_folder_that_is_not_the_named_variant_is_refused(tmp_path, capsys):
     native_tiny_model().save_pretrained(tmp_path / "native")
     code, _, err = run_convert(
