@@ -22,6 +22,7 @@ from modeling_pvt.conversion import (
     build_model,
     detect_format,
     load_checkpoint,
+    load_weights_file,
     verify,
 )
 
@@ -387,3 +388,17 @@ def test_bare_native_weights_file_converts_with_native_eps_but_cannot_be_verifie
     pixel_values = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(converted(pixel_values).logits, native(pixel_values).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_state_dict_wrapper_is_unwrapped_and_corrupt_files_are_named(tmp_path):
+    weights = {"patch_embed1.proj.weight": torch.ones(2, 3, 4, 4)}
+    torch.save({"state_dict": weights, "optimizer": {"lr": 0.1}}, tmp_path / "wrapped.pt")
+    assert set(load_weights_file(tmp_path / "wrapped.pt")) == {"patch_embed1.proj.weight"}
+
+    (tmp_path / "truncated.pth").write_bytes((tmp_path / "wrapped.pt").read_bytes()[:100])
+    with pytest.raises(ConversionError, match="Could not read .*truncated.pth as a PyTorch checkpoint"):
+        load_weights_file(tmp_path / "truncated.pth")
+
+    torch.save({"weights": [1, 2, 3]}, tmp_path / "not_a_state_dict.pth")
+    with pytest.raises(ConversionError, match=r"not a plain state dict: entries \['weights'\]"):
+        load_weights_file(tmp_path / "not_a_state_dict.pth")
