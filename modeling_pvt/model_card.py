@@ -160,7 +160,17 @@ def _evaluation_metrics(eval_results: dict) -> dict:
     return metrics
 
 
-def _eval_results_metadata(variant, num_labels, eval_results, dataset_name) -> list[EvalResult]:
+def _cites_paper_results(model, variant, eval_results, dataset_name) -> bool:
+    """The paper's ImageNet-1k accuracy describes a preset's 1000-way ImageNet classifier, nothing else."""
+    return (
+        not eval_results
+        and variant in PAPER_RESULTS
+        and model.config.num_labels == IMAGENET_NUM_LABELS
+        and dataset_name is None
+    )
+
+
+def _eval_results_metadata(model, variant, eval_results, dataset_name) -> list[EvalResult]:
     if eval_results:
         dataset = dataset_name or "unknown"
         return [
@@ -175,7 +185,7 @@ def _eval_results_metadata(variant, num_labels, eval_results, dataset_name) -> l
             )
             for name, value in _evaluation_metrics(eval_results).items()
         ]
-    if variant in PAPER_RESULTS and num_labels == IMAGENET_NUM_LABELS and dataset_name is None:
+    if _cites_paper_results(model, variant, eval_results, dataset_name):
         return [
             EvalResult(
                 task_type="image-classification",
@@ -207,7 +217,7 @@ def _metadata(model, variant, eval_results, dataset_name, base_model, model_name
         datasets=datasets,
         base_model=base_model,
         model_name=model_name,
-        eval_results=_eval_results_metadata(variant, num_labels, eval_results, dataset_name) or None,
+        eval_results=_eval_results_metadata(model, variant, eval_results, dataset_name) or None,
     )
     return data.to_yaml()
 
@@ -261,7 +271,7 @@ def _results_section(model, variant, eval_results, dataset_name, training_args) 
             "|---|---|",
             *(f"| {name} | {_format_value(value)} |" for name, value in eval_results.items()),
         ]
-    elif variant in PAPER_RESULTS:
+    elif _cites_paper_results(model, variant, eval_results, dataset_name):
         lines = [
             "## ImageNet-1k results (reported by the paper)",
             "",

@@ -142,6 +142,13 @@ def test_custom_architecture_card_has_no_paper_claims():
     assert "| hidden size | 8 | 16 | 32 | 64 |" in text
 
 
+def test_a_preset_with_a_new_head_does_not_cite_the_paper_accuracy():
+    model = PvtForImageClassification(PvtConfig.from_preset("pvt-tiny", num_labels=3))
+    text = render_model_card(model)
+    assert "model-index" not in text and "No evaluation results are recorded" in text
+    assert "75.1" not in text
+
+
 def test_variant_is_inferred_and_unknown_variants_are_refused():
     with torch.device("meta"):
         model = PvtForImageClassification(PvtConfig.from_preset("pvt-medium", num_labels=1000))
