@@ -115,7 +115,9 @@ def load_weights_file(path: Path) -> dict:
             + _blocked_global(error)
         ) from error
     except (RuntimeError, OSError, EOFError) as error:
-        raise ConversionError(f"Could not read {path} as a PyTorch checkpoint ({error}). Is the file complete?") from error
+        raise ConversionError(
+            f"Could not read {path} as a PyTorch checkpoint ({error}). Is the file complete?"
+        ) from error
     return _unwrap(loaded, path)
 
 
@@ -223,7 +225,9 @@ def _architecture(checkpoint: Checkpoint, variant: str | None, config: PvtConfig
         config = checkpoint.config
         if variant is not None:
             preset = PvtConfig.from_preset(variant)
-            different = [name for name in PRESETS[_preset_key(variant)] if getattr(config, name) != getattr(preset, name)]
+            different = [
+                name for name in PRESETS[_preset_key(variant)] if getattr(config, name) != getattr(preset, name)
+            ]
             if different:
                 raise ConversionError(
                     f"{checkpoint.location} is not {variant}: its config differs in {', '.join(different)}. Drop "
@@ -256,10 +260,14 @@ def _labels(checkpoint: Checkpoint, config: PvtConfig, num_labels, id2label) -> 
     if id2label is not None:
         if len(id2label) == head_size:
             return id2label, False, f"kept the checkpoint's {head_size}-way head with the given label names"
-        return id2label, True, (
-            f"new {len(id2label)}-way classifier head, randomly initialised (the checkpoint's head "
-            + (f"has {head_size} outputs" if head_size else "is absent")
-            + "); fine-tune before use"
+        return (
+            id2label,
+            True,
+            (
+                f"new {len(id2label)}-way classifier head, randomly initialised (the checkpoint's head "
+                + (f"has {head_size} outputs" if head_size else "is absent")
+                + "); fine-tune before use"
+            ),
         )
     if head_size is None:
         raise ConversionError(
@@ -387,7 +395,9 @@ def verify(result: ConversionResult, sizes=VERIFY_SIZES, tolerance: float = VERI
                     raise
                 # transformers' native PVT reshapes stored position embeddings straight to the new grid, so it
                 # cannot run at any size but its training size: there is nothing to compare against.
-                lines.append(f"{height}x{width}: not compared, the {NATIVE} source model cannot run at this size ({error})")
+                lines.append(
+                    f"{height}x{width}: not compared, the {NATIVE} source model cannot run at this size ({error})"
+                )
                 continue
         theirs = source_features if result.new_head else source_logits
         difference = (ours - theirs).abs().max().item()

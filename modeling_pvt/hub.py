@@ -15,7 +15,13 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 from huggingface_hub.utils import validate_repo_id
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError, HTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
+from huggingface_hub.errors import (
+    HfHubHTTPError,
+    HFValidationError,
+    HTTPError,
+    LocalTokenNotFoundError,
+    OfflineModeIsEnabled,
+)
 
 from .model_card import render_model_card
 

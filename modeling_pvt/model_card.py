@@ -95,8 +95,8 @@ inputs = processor(images=image, return_tensors="pt")
 predicted = model(**inputs).logits.argmax(-1).item()
 print(model.config.id2label[predicted])
 
-# Feature pyramid for dense prediction: four NCHW maps at strides 4, 8, 16 and 32.
-backbone = AutoBackbone.from_pretrained(repo, trust_remote_code=True, out_features=["stage1", "stage2", "stage3", "stage4"])
+# Feature pyramid for dense prediction: NCHW maps at strides 8, 16 and 32 ("stage1" adds stride 4).
+backbone = AutoBackbone.from_pretrained(repo, trust_remote_code=True, out_features=["stage2", "stage3", "stage4"])
 feature_maps = backbone(**inputs).feature_maps
 ```
 
@@ -250,7 +250,7 @@ def _measurements_section(model, variant) -> str:
     if variant in PAPER_RESULTS:
         paper = PAPER_RESULTS[variant]
         lines.append(
-            f"- For comparison, the paper reports {paper['params_m']} M parameters and {paper['gflops']} \"GFLOPs\" "
+            f'- For comparison, the paper reports {paper["params_m"]} M parameters and {paper["gflops"]} "GFLOPs" '
             f"(multiply-adds) for {variant} with a 1000-class head."
         )
     return "\n".join(lines)

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     architecture.add_argument(
         "--config",
         type=Path,
-        help="a config.json giving a custom architecture, instead of --variant (labels still come from the options below)",
+        help="a config.json with a custom architecture, instead of --variant (labels come from the options below)",
     )
     parser.add_argument("--output_dir", required=True, type=Path, help="folder to write (must be new or empty)")
     parser.add_argument(

@@ -93,7 +93,14 @@ def test_original_checkpoint_converts_verifies_and_matches_the_reference(tmp_pat
     output = tmp_path / "converted"
 
     code, out, err = run_convert(
-        capsys, "--checkpoint", checkpoint, "--config", write_config(tmp_path, config), "--output_dir", output, "--verify"
+        capsys,
+        "--checkpoint",
+        checkpoint,
+        "--config",
+        write_config(tmp_path, config),
+        "--output_dir",
+        output,
+        "--verify",
     )
 
     assert code == 0, err
@@ -260,8 +267,13 @@ def test_key_problems_are_named_and_nothing_is_written(tmp_path, capsys, mutate,
     torch.save(state_dict, tmp_path / "broken.pth")
 
     code, _, err = run_convert(
-        capsys, "--checkpoint", tmp_path / "broken.pth", "--config", write_config(tmp_path, config),
-        "--output_dir", tmp_path / "out",
+        capsys,
+        "--checkpoint",
+        tmp_path / "broken.pth",
+        "--config",
+        write_config(tmp_path, config),
+        "--output_dir",
+        tmp_path / "out",
     )
 
     assert code == 1
@@ -285,8 +297,16 @@ def test_new_label_set_replaces_only_the_head(tiny_original, tmp_path, capsys):
     output = tmp_path / "out"
 
     code, out, err = run_convert(
-        capsys, "--checkpoint", checkpoint, "--config", config_path, "--output_dir", output,
-        "--labels", "cat,dog,bird", "--verify",
+        capsys,
+        "--checkpoint",
+        checkpoint,
+        "--config",
+        config_path,
+        "--output_dir",
+        output,
+        "--labels",
+        "cat,dog,bird",
+        "--verify",
     )
 
     assert code == 0, err

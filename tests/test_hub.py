@@ -118,7 +118,9 @@ def test_existing_folder_is_kept_unless_overwrite(tmp_path, model, hub_folder):
     assert not (hub_folder / "stale.txt").exists() and (hub_folder / "model.safetensors").is_file()
 
 
-def test_a_failure_while_writing_leaves_no_partial_folder_and_the_old_one_intact(tmp_path, model, hub_folder, monkeypatch):
+def test_a_failure_while_writing_leaves_no_partial_folder_and_the_old_one_intact(
+    tmp_path, model, hub_folder, monkeypatch
+):
     def failing_card(*args, **kwargs):
         raise RuntimeError("disk full while writing the card")
 
@@ -140,11 +142,11 @@ def test_push_uploads_one_commit_and_the_uploaded_folder_loads_by_repo_id(tmp_pa
 
     assert code == 0, capsys.readouterr().err
     assert "https://huggingface.co/my-org/pvt-test/commit/abc123" in capsys.readouterr().out
-    (create_args, create_kwargs), = fake.called("create_repo")
+    ((create_args, create_kwargs),) = fake.called("create_repo")
     assert create_args == ("my-org/pvt-test",) and create_kwargs["private"] is True and create_kwargs["exist_ok"]
-    (_, branch_kwargs), = fake.called("create_branch")
+    ((_, branch_kwargs),) = fake.called("create_branch")
     assert branch_kwargs["branch"] == "v1"
-    (_, upload), = fake.called("upload_folder")
+    ((_, upload),) = fake.called("upload_folder")
     assert upload["repo_id"] == "my-org/pvt-test" and upload["revision"] == "v1"
     assert upload["commit_message"] == "First"
     assert Path(upload["folder_path"]) == hub_folder
