@@ -1,0 +1,18 @@
+"""Evaluate a PVT classifier checkpoint: accuracy, top-5, per-class accuracy, JSON and a confusion-matrix PNG.
+
+    python scripts/evaluate.py --model_name_or_path outputs/pvt-tiny-digits/model
+    python scripts/evaluate.py --model_name_or_path my-model --validation_dir data/val --resolution 288
+
+All options: python scripts/evaluate.py --help
+"""
+
+import sys
+from pathlib import Path
+
+# Python puts this folder first on sys.path, where scripts/evaluate.py would shadow the `evaluate` library.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+from modeling_pvt.evaluation import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,19 @@
+"""Fine-tune or train a PVT image classifier. With no arguments: PVT-Tiny from scratch on the bundled digits.
+
+    python scripts/finetune.py
+    python scripts/finetune.py --recipe configuration/recipes/imagenet-pvt-tiny.yaml --dataset_name ...
+    accelerate launch --config_file configuration/accelerate/cpu-2proc.yaml scripts/finetune.py ...
+
+All options: python scripts/finetune.py --help (every TrainingArguments flag works).
+"""
+
+import sys
+from pathlib import Path
+
+# Python puts this folder first on sys.path, where scripts/evaluate.py would shadow the `evaluate` library.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+from modeling_pvt.training import main  # noqa: E402
+
+if __name__ == "__main__":
+    main()

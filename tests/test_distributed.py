@@ -1,0 +1,48 @@
+"""`accelerate launch` with the CPU two-process config really trains with two processes (accelerate can silently
+start only one), writes one checkpoint, and reports an unscaled loss."""
+
+import math
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+from conftest import tiny_config
+from helpers import read_json
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_cpu_processes_train_one_model(tmp_path):
+    config_file = tmp_path / "tiny_config.json"
+    tiny_config().to_json_file(config_file)
+    output_dir = tmp_path / "ddp"
+    # 64 images, 8 per process and step: 4 optimizer steps with two processes (8 if only one had started).
+    command = [
+        "accelerate", "launch", "--config_file", str(REPO / "configuration/accelerate/cpu-2proc.yaml"),
+        "--main_process_port", str(_free_port()), str(REPO / "scripts/finetune.py"),
+        "--config_name", str(config_file), "--output_dir", str(output_dir), "--max_train_samples", "64",
+        "--max_eval_samples", "32", "--per_device_train_batch_size", "8", "--num_train_epochs", "1",
+        "--logging_steps", "1", "--disable_tqdm", "true",
+    ]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    completed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
+
+    assert "[finetune] process 0 of 2" in completed.stdout and "[finetune] process 1 of 2" in completed.stdout
+    results = read_json(output_dir / "all_results.json")
+    assert results["world_size"] == 2
+    assert [path.name for path in output_dir.glob("checkpoint-*")] == ["checkpoint-4"]  # data split over both
+    assert (output_dir / "model" / "model.safetensors").is_file()
+
+    # At initialisation the logits are ~0, so the cross-entropy over 10 digits is ~ln(10); a loss scaled by the
+    # world size (Trainer's num_items_in_batch path) would log ~2 x ln(10).
+    state = read_json(output_dir / "checkpoint-4" / "trainer_state.json")
+    first_loss = next(entry["loss"] for entry in state["log_history"] if "loss" in entry)
+    assert abs(first_loss - math.log(10)) < 0.25 * math.log(10)

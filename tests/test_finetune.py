@@ -1,0 +1,178 @@
+"""scripts/finetune.py / modeling_pvt.training: arguments and recipes, a full tiny run and its outputs, fine-tuning
+a saved checkpoint on an image folder, and resuming after SIGKILL."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import tiny_config
+from helpers import read_json
+from modeling_pvt.training import main, parse_arguments, resolve_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+FINETUNE = REPO / "scripts" / "finetune.py"
+
+
+@pytest.fixture
+def tiny_config_file(tmp_path) -> str:
+    path = tmp_path / "tiny_config.json"
+    tiny_config().to_json_file(path)
+    return str(path)
+
+
+def _tiny_run_flags(config_file: str, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--config_name", config_file, "--output_dir", str(output_dir), "--max_train_samples", "64",
+        "--max_eval_samples", "40", "--num_train_epochs", "2", "--per_device_train_batch_size", "16",
+        "--logging_steps", "1", "--dataloader_num_workers", "0", *extra,
+    ]
+
+
+def test_no_arguments_means_the_digits_recipe():
+    defaults = parse_arguments([])
+    from_recipe = parse_arguments(["--recipe", str(REPO / "configuration/recipes/pvt-tiny-digits.json")])
+    recipe = json.loads((REPO / "configuration/recipes/pvt-tiny-digits.json").read_text())
+    for name in recipe:
+        values = [getattr(next(a for a in args if hasattr(a, name)), name) for args in (defaults, from_recipe)]
+        if name == "image_size":  # unset means 32 for the digits
+            values[0] = values[0] or 32
+        assert values[0] == values[1], name
+    model_args, data_args, training_args = defaults
+    assert model_args.config_name == "pvt-tiny" and data_args.is_digits
+    assert training_args.output_dir == "outputs/pvt-tiny-digits"
+
+
+def test_imagenet_recipe_and_flags_override_it():
+    recipe = str(REPO / "configuration/recipes/imagenet-pvt-tiny.yaml")
+    model_args, data_args, training_args = parse_arguments(["--recipe", recipe, "--use_cpu", "true"])
+    assert (data_args.mixup_alpha, data_args.cutmix_alpha, training_args.label_smoothing_factor) == (0.8, 1.0, 0.1)
+    assert (data_args.rand_augment_ops, data_args.crop_scale_min, data_args.horizontal_flip_probability) == (2, 0.08, 0.5)
+    assert model_args.drop_path_rate == 0.1 and model_args.image_size == 224
+    assert (training_args.weight_decay, training_args.num_train_epochs, training_args.lr_scheduler_type) == (
+        0.05, 300, "cosine"
+    )
+    # lr = 5e-4 x global batch / 512 with the documented 8 x 128 batch
+    assert training_args.learning_rate == pytest.approx(5e-4 * 8 * training_args.per_device_train_batch_size / 512)
+    assert training_args.warmup_steps == pytest.approx(5 / 300, abs=1e-5)
+    overridden = parse_arguments(["--recipe", recipe, "--use_cpu", "true", "--learning_rate", "0.123"])[2]
+    assert overridden.learning_rate == 0.123
+
+
+def test_tiny_run_writes_hub_folder_results_and_plots(tiny_config_file, tmp_path, capsys):
+    output_dir = tmp_path / "run"
+    flags = _tiny_run_flags(
+        tiny_config_file, output_dir, "--mixup_alpha", "0.8", "--cutmix_alpha", "1.0",
+        "--label_smoothing_factor", "0.1", "--rand_augment_ops", "2",
+    )
+    results = main(flags)
+
+    model_dir = output_dir / "model"
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_pvt.py"):
+        assert (model_dir / name).is_file(), name
+    config = read_json(model_dir / "config.json")
+    assert config["id2label"] == {str(d): str(d) for d in range(10)} and "AutoModelForImageClassification" in config["auto_map"]
+    assert read_json(model_dir / "preprocessor_config.json")["size"] == {"height": 32, "width": 32}
+    card = (model_dir / "README.md").read_text()
+    card_accuracy = next(line for line in card.splitlines() if line.startswith("| accuracy |")).split("|")[2]
+    assert float(card_accuracy) == pytest.approx(results["eval_accuracy"], abs=1e-4) and "sklearn-digits" in card
+
+    all_results = read_json(output_dir / "all_results.json")
+    assert all_results["world_size"] == 1 and 0 <= all_results["eval_accuracy"] <= 1
+    assert "eval_top5_accuracy" in all_results and math.isfinite(all_results["train_loss"])
+    for plot in ("loss_curve.png", "accuracy_curve.png", "confusion_matrix.png"):
+        with Image.open(output_dir / plot) as image:
+            assert image.format == "PNG" and image.size[0] > 100
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith("Done in") and f"{results['eval_accuracy']:.2%}" in summary
+    assert f"pipeline('image-classification', model='{model_dir}', trust_remote_code=True)" in summary
+
+    from transformers import pipeline
+
+    classifier = pipeline("image-classification", model=str(model_dir), trust_remote_code=True)
+    prediction = classifier(Image.new("RGB", (32, 32), "white"), top_k=3)
+    assert len(prediction) == 3 and prediction[0]["label"] in {str(d) for d in range(10)}
+
+
+def test_finetunes_a_saved_checkpoint_on_an_image_folder_with_a_new_head(tiny_config_file, tmp_path):
+    source = tmp_path / "digits-run"
+    main(_tiny_run_flags(tiny_config_file, source, "--num_train_epochs", "1"))
+    folder = tmp_path / "folder"
+    for class_index, name in enumerate(("circle", "square", "triangle")):
+        (folder / name).mkdir(parents=True)
+        for index in range(6):
+            Image.new("L", (40, 40), 60 * class_index + index).save(folder / name / f"{index}.png")
+    output_dir = tmp_path / "folder-run"
+    with pytest.raises(ValueError, match="has a 10-class head but the dataset has 3 classes.*--ignore_mismatched_sizes"):
+        main(["--model_name_or_path", str(source / "model"), "--train_dir", str(folder), "--output_dir",
+              str(output_dir), "--max_steps", "1"])
+    results = main([
+        "--model_name_or_path", str(source / "model"), "--ignore_mismatched_sizes", "true", "--train_dir", str(folder),
+        "--output_dir", str(output_dir), "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
+    ])
+    config = read_json(output_dir / "model" / "config.json")
+    assert config["id2label"] == {"0": "circle", "1": "square", "2": "triangle"}
+    assert "eval_top5_accuracy" not in results  # 3 classes: no top-5
+
+
+def test_bad_arguments_get_clear_errors(tiny_config_file, tmp_path):
+    with pytest.raises(ValueError, match="below this architecture's minimum of 32 pixels.*--image_size 32"):
+        main(_tiny_run_flags(tiny_config_file, tmp_path / "small", "--image_size", "16"))
+    with pytest.raises(ValueError, match="--push_to_hub needs --hub_model_id"):
+        main(_tiny_run_flags(tiny_config_file, tmp_path / "push", "--push_to_hub", "true"))
+    with pytest.raises(FileNotFoundError, match="not a complete Trainer checkpoint"):
+        resolve_checkpoint(str(tmp_path), tmp_path)
+    assert resolve_checkpoint("last", tmp_path) is None  # nothing yet: start fresh
+
+
+def _finetune_command(config_file: str, output_dir: Path, *extra: str) -> list[str]:
+    # 64 images / batch 8 = 8 steps per epoch, 3 epochs; a checkpoint every 4 steps; augmentation stays on.
+    return [
+        sys.executable, str(FINETUNE), "--config_name", config_file, "--output_dir", str(output_dir),
+        "--max_train_samples", "64", "--max_eval_samples", "32", "--per_device_train_batch_size", "8",
+        "--num_train_epochs", "3", "--save_strategy", "steps", "--save_steps", "4", "--save_total_limit", "3",
+        "--eval_strategy", "no", "--logging_steps", "4", "--disable_tqdm", "true", *extra,
+    ]
+
+
+def _complete_checkpoints(output_dir: Path) -> list[int]:
+    return sorted(
+        int(path.name.split("-")[1]) for path in output_dir.glob("checkpoint-*") if (path / "trainer_state.json").is_file()
+    )
+
+
+def test_run_killed_with_sigkill_resumes_to_the_same_metrics(tiny_config_file, tmp_path):
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    reference_dir, killed_dir = tmp_path / "uninterrupted", tmp_path / "killed"
+    subprocess.run(_finetune_command(tiny_config_file, reference_dir), env=environment, check=True,
+                   capture_output=True, timeout=600)
+    reference = read_json(reference_dir / "all_results.json")
+
+    process = subprocess.Popen(_finetune_command(tiny_config_file, killed_dir), env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not _complete_checkpoints(killed_dir) or _complete_checkpoints(killed_dir)[-1] < 8:
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = _complete_checkpoints(killed_dir)[-1]
+    assert killed_at < 24 and not (killed_dir / "model").exists()  # really interrupted mid-training
+
+    resumed = subprocess.run(
+        _finetune_command(tiny_config_file, killed_dir, "--resume_from_checkpoint", "last"),
+        env=environment, capture_output=True, text=True, timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = read_json(killed_dir / "all_results.json")
+    assert results["resumed_from"].endswith(f"checkpoint-{killed_at}")
+    assert results["eval_accuracy"] == reference["eval_accuracy"]
+    assert results["eval_loss"] == pytest.approx(reference["eval_loss"], rel=1e-4)
