@@ -3,6 +3,7 @@
 strict key checking, safe loading and --verify."""
 
 import json
+import os
 import runpy
 import subprocess
 import sys
@@ -219,7 +220,7 @@ def test_native_hub_repo_id_resolves_from_the_cache(tmp_path):
     env = lay_out_as_hub_cache(tmp_path / "native", tmp_path / "hf_home", "Zetatech/pvt-tiny-test")
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--checkpoint", "Zetatech/pvt-tiny-test", "--output_dir", str(tmp_path / "out")],
-        env={**__import__("os").environ, **env},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=300,
