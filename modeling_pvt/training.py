@@ -364,7 +364,7 @@ def _card_hyperparameters(training_args: TrainingArguments, data_args: DataArgum
 def summary_line(metrics: dict, seconds: float, model_dir: Path) -> str:
     top5 = f", top-5 {metrics['eval_top5_accuracy']:.2%}" if "eval_top5_accuracy" in metrics else ""
     return (
-        f"Done in {seconds / 60:.1f} min: eval accuracy {metrics['eval_accuracy']:.2%}{top5}. Checkpoint: {model_dir} — "
+        f"Done in {int(seconds // 60)} min {seconds % 60:.0f} s: eval accuracy {metrics['eval_accuracy']:.2%}{top5}. Checkpoint: {model_dir} — "
         f"load it with pipeline('image-classification', model='{model_dir}', trust_remote_code=True)"
     )
 

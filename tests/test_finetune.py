@@ -11,10 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+from datasets import ClassLabel, Dataset, Features
+from datasets import Image as ImageFeature
 from PIL import Image
 
 from conftest import tiny_config
 from helpers import read_json
+from modeling_pvt.data import DataError
+from modeling_pvt.hub import PublishError
 from modeling_pvt.training import main, parse_arguments, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,13 +117,16 @@ def test_finetunes_a_saved_checkpoint_on_an_image_folder_with_a_new_head(tiny_co
     with pytest.raises(ValueError, match="has a 10-class head but the dataset has 3 classes.*--ignore_mismatched_sizes"):
         main(["--model_name_or_path", str(source / "model"), "--train_dir", str(folder), "--output_dir",
               str(output_dir), "--max_steps", "1"])
-    results = main([
-        "--model_name_or_path", str(source / "model"), "--ignore_mismatched_sizes", "true", "--train_dir", str(folder),
-        "--output_dir", str(output_dir), "--num_train_epochs", "1", "--per_device_train_batch_size", "8",
-    ])
+    # Publishing goes through the shared Hub helper, after the folder is written; offline it fails with its advice.
+    with pytest.raises(PublishError, match="HF_HUB_OFFLINE is set"):
+        main([
+            "--model_name_or_path", str(source / "model"), "--ignore_mismatched_sizes", "true", "--train_dir",
+            str(folder), "--output_dir", str(output_dir), "--num_train_epochs", "1", "--per_device_train_batch_size",
+            "8", "--push_to_hub", "true", "--hub_model_id", "someone/pvt-shapes",
+        ])
     config = read_json(output_dir / "model" / "config.json")
     assert config["id2label"] == {"0": "circle", "1": "square", "2": "triangle"}
-    assert "eval_top5_accuracy" not in results  # 3 classes: no top-5
+    assert "eval_top5_accuracy" not in read_json(output_dir / "all_results.json")  # 3 classes: no top-5
 
 
 def test_bad_arguments_get_clear_errors(tiny_config_file, tmp_path):
@@ -176,3 +183,23 @@ def test_run_killed_with_sigkill_resumes_to_the_same_metrics(tiny_config_file, t
     assert results["resumed_from"].endswith(f"checkpoint-{killed_at}")
     assert results["eval_accuracy"] == reference["eval_accuracy"]
     assert results["eval_loss"] == pytest.approx(reference["eval_loss"], rel=1e-4)
+
+
+def test_streamed_dataset_by_name_trains_for_max_steps(tiny_config_file, tmp_path):
+    features = Features({"img": ImageFeature(), "fine_label": ClassLabel(names=["a", "b", "c"])})
+    for split, count in (("train", 24), ("validation", 9)):
+        images = [Image.new("RGB", (36, 36), (20 * i, 0, 0)) for i in range(count)]
+        Dataset.from_dict({"img": images, "fine_label": [i % 3 for i in range(count)]}, features=features).to_parquet(
+            str(tmp_path / "hub" / "data" / f"{split}.parquet")
+        )
+    flags = [
+        "--config_name", tiny_config_file, "--dataset_name", str(tmp_path / "hub"), "--image_column_name", "img",
+        "--label_column_name", "fine_label", "--streaming", "true", "--output_dir", str(tmp_path / "stream"),
+        "--per_device_train_batch_size", "4", "--image_size", "32",
+    ]
+    with pytest.raises(DataError, match="pass --max_steps N"):
+        main(flags)
+    results = main([*flags, "--max_steps", "3"])
+    assert results["eval_accuracy"] >= 0 and read_json(tmp_path / "stream" / "model" / "config.json")["id2label"] == {
+        "0": "a", "1": "b", "2": "c"
+    }
