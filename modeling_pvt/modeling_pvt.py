@@ -56,7 +56,9 @@ class PvtPatchEmbeddings(nn.Module):
     def resized_position_embeddings(self, height: int, width: int) -> torch.Tensor:
         prefix = self.position_embeddings[:, : self.num_prefix_tokens]
         grid = self.position_embeddings[:, self.num_prefix_tokens :]
-        if (height, width) != self.grid:
+        # Traced graphs always resize (bilinear to the same size is exact): the same graph then serves every input
+        # size, instead of a shape guard that recompiles or specialises an exported model to one resolution.
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting() or (height, width) != self.grid:
             grid = grid.reshape(1, *self.grid, -1).permute(0, 3, 1, 2)
             grid = F.interpolate(grid, size=(height, width), mode="bilinear").flatten(2).transpose(1, 2)
         return torch.cat((prefix, grid), dim=1)

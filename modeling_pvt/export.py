@@ -1,0 +1,107 @@
+"""Export a PVT classifier to `torch.export` programs and ONNX with dynamic batch, height and width, and check the
+ONNX file against PyTorch with onnxruntime. CLI: `scripts/export_onnx.py MODEL_DIR OUTPUT.onnx`."""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.export import Dim
+
+from .modeling_pvt import PvtForImageClassification
+
+INPUT_NAME = "pixel_values"
+OUTPUT_NAME = "logits"
+# Dim.AUTO lets the exporter derive the constraints the model itself implies (e.g. the minimum input size).
+DYNAMIC_SHAPES = {INPUT_NAME: {0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO}}
+ONNX_TOLERANCE = 1e-4
+
+
+class LogitsOnly(nn.Module):
+    """`pixel_values -> logits` as a plain tensor function: exporters need tensors in and out, not ModelOutput."""
+
+    def __init__(self, model: PvtForImageClassification):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixel_values).logits
+
+
+def example_input(model: PvtForImageClassification, batch_size: int = 2, size: tuple[int, int] | None = None):
+    height, width = size or model.config.image_height_width
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(batch_size, model.config.num_channels, height, width, generator=generator)
+
+
+def export_program(model: PvtForImageClassification, pixel_values: torch.Tensor | None = None):
+    """A `torch.export.ExportedProgram` of `pixel_values -> logits`, dynamic in batch, height and width."""
+    model.eval()
+    pixel_values = example_input(model) if pixel_values is None else pixel_values
+    return torch.export.export(LogitsOnly(model), (), kwargs={INPUT_NAME: pixel_values}, dynamic_shapes=DYNAMIC_SHAPES)
+
+
+def export_onnx(model: PvtForImageClassification, path: str | Path, program=None, opset_version: int = 18) -> Path:
+    """Writes an ONNX file with input `pixel_values` (batch, channels, height, width — all but channels dynamic) and
+    output `logits`, through the `torch.export`-based exporter (from `program` when already exported)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    program = export_program(model) if program is None else program
+    torch.onnx.export(
+        program,
+        f=str(path),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        opset_version=opset_version,
+        external_data=False,
+    )
+    return path
+
+
+def onnx_max_abs_difference(model: PvtForImageClassification, path: str | Path, pixel_values: torch.Tensor) -> float:
+    """Largest |logit difference| between onnxruntime running `path` and the PyTorch model on `pixel_values`."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (onnx_logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: pixel_values.numpy()})
+    with torch.inference_mode():
+        torch_logits = model.eval()(pixel_values).logits.numpy()
+    return float(np.abs(onnx_logits - torch_logits).max())
+
+
+def check_sizes(model: PvtForImageClassification) -> list[tuple[int, int, int]]:
+    """(batch, height, width) to verify an export at: the trained size, and a larger non-square size with another
+    batch size, so that a graph specialised to one shape would fail the check."""
+    height, width = model.config.image_height_width
+    stride = model.config.min_input_size
+    return [(1, height, width), (2, height + stride, width + 2 * stride)]
+
+
+def export_and_verify(model_dir: str | Path, output: str | Path, tolerance: float = ONNX_TOLERANCE) -> dict:
+    model = PvtForImageClassification.from_pretrained(model_dir).eval()
+    path = export_onnx(model, output)
+    differences = {}
+    for batch_size, height, width in check_sizes(model):
+        pixel_values = example_input(model, batch_size, (height, width))
+        differences[f"{batch_size}x{height}x{width}"] = onnx_max_abs_difference(model, path, pixel_values)
+    worst = max(differences.values())
+    if worst > tolerance:
+        raise RuntimeError(f"onnxruntime logits differ from PyTorch by {worst:.2e} (> {tolerance:.0e}): {differences}")
+    return {"onnx": str(path), "max_abs_difference": differences}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(
+        description="Export a PVT image classifier to ONNX (input `pixel_values` with dynamic batch/height/width, "
+        "output `logits`) and check onnxruntime against PyTorch at two resolutions."
+    )
+    parser.add_argument("model_dir", help="a folder saved by save_pretrained (ours or transformers' native PVT), or a Hub id")
+    parser.add_argument("output", help="path of the .onnx file to write")
+    parser.add_argument("--tolerance", type=float, default=ONNX_TOLERANCE, help="largest allowed |Δlogit|")
+    args = parser.parse_args(argv)
+    report = export_and_verify(args.model_dir, args.output, args.tolerance)
+    print(f"Wrote {report['onnx']}")
+    for shape, difference in report["max_abs_difference"].items():
+        print(f"  onnxruntime vs PyTorch at {shape}: max |Δlogit| = {difference:.2e}")
+    return report
