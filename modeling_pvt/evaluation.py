@@ -38,7 +38,8 @@ class EvaluationArguments:
         metadata={"help": "Checkpoint folder or Hub repo: ours, or a transformers-native PVT classifier."}
     )
     output_dir: str | None = field(
-        default=None, metadata={"help": "Where eval_results.json and confusion_matrix.png go. Default: outputs/eval/<model>."}
+        default=None,
+        metadata={"help": "Where eval_results.json and confusion_matrix.png go. Default: outputs/eval/<model path>."},
     )
     resolution: int | None = field(
         default=None, metadata={"help": "Evaluate at this square input size instead of the processor's."}
@@ -136,6 +137,11 @@ def per_class_accuracy(predicted: np.ndarray, references: np.ndarray, label_name
     }
 
 
+def default_output_dir(model_name_or_path: str) -> Path:
+    """outputs/eval/<the model path or repo id with separators replaced>, e.g. outputs/eval/outputs--run--model."""
+    return Path("outputs") / "eval" / re.sub(r"[^\w.-]+", "--", model_name_or_path.strip("/"))
+
+
 def evaluate_checkpoint(arguments: EvaluationArguments, data: DatasetArguments) -> dict:
     """Runs the evaluation, writes eval_results.json and confusion_matrix.png, and returns the results."""
     model = PvtForImageClassification.from_pretrained(arguments.model_name_or_path).eval()
@@ -174,7 +180,7 @@ def evaluate_checkpoint(arguments: EvaluationArguments, data: DatasetArguments) 
         **scores,
         "per_class_accuracy": per_class_accuracy(ranked[:, 0], references, model_labels),
     }
-    output_dir = Path(arguments.output_dir or Path("outputs") / "eval" / Path(arguments.model_name_or_path).name)
+    output_dir = Path(arguments.output_dir or default_output_dir(arguments.model_name_or_path))
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
     present = sorted(set(references.tolist()) | set(ranked[:, 0].tolist()))

@@ -82,7 +82,7 @@ class DataArguments(DatasetArguments):
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train images."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N eval images."})
     crop_scale_min: float = field(
-        default=0.35,
+        default=0.8,
         metadata={"help": "Smallest area fraction of the random-resized crop (0.08 for natural images, as in the paper)."},
     )
     horizontal_flip_probability: float = field(
@@ -108,7 +108,7 @@ class PvtTrainingArguments(TrainingArguments):
     output_dir: str = _default("output_dir", DEFAULT_OUTPUT_DIR)
     learning_rate: float = _default("learning_rate", 1e-3)
     weight_decay: float = _default("weight_decay", 0.05)
-    num_train_epochs: float = _default("num_train_epochs", 12)
+    num_train_epochs: float = _default("num_train_epochs", 10)
     warmup_steps: float = _default("warmup_steps", 0.05)
     lr_scheduler_type: str = _default("lr_scheduler_type", "cosine")
     per_device_train_batch_size: int = _default("per_device_train_batch_size", 32)
@@ -356,6 +356,9 @@ def _card_hyperparameters(training_args: TrainingArguments, data_args: DataArgum
     names = ("learning_rate", "weight_decay", "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_steps",
              "per_device_train_batch_size", "gradient_accumulation_steps", "label_smoothing_factor", "seed")
     values = {name: getattr(training_args, name) for name in names}
+    values = {name: getattr(value, "value", value) for name, value in values.items()}  # enums -> their strings
+    if values["max_steps"] <= 0:  # unset: the run is defined by num_train_epochs
+        del values["max_steps"]
     values["world_size"] = training_args.world_size
     values.update({name: getattr(data_args, name) for name in ("mixup_alpha", "cutmix_alpha", "rand_augment_ops")})
     return values

@@ -16,7 +16,7 @@ from conftest import tiny_config
 from helpers import read_json
 from modeling_pvt import PvtForImageClassification, PvtImageProcessor
 from modeling_pvt.data import DataError
-from modeling_pvt.evaluation import dataset_to_model_ids, main
+from modeling_pvt.evaluation import dataset_to_model_ids, default_output_dir, main
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = [str(d) for d in range(10)]
@@ -101,3 +101,8 @@ def test_native_transformers_checkpoint_runs_through_the_cli_script(tmp_path):
     results = read_json(output_dir / "eval_results.json")
     assert results["num_images"] == 30 and "top5_accuracy" in results
     assert "accuracy" in completed.stdout and "eval_results.json" in completed.stdout
+
+
+def test_default_output_folder_is_named_after_the_model():
+    assert default_output_dir("outputs/pvt-tiny-digits/model") == Path("outputs/eval/outputs--pvt-tiny-digits--model")
+    assert default_output_dir("org/pvt-tiny") == Path("outputs/eval/org--pvt-tiny")
