@@ -75,7 +75,9 @@ def eager_attention_forward(
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     attn_weights = torch.matmul(query, key.transpose(-2, -1)) * scaling
-    attn_weights = attn_weights.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+    # Softmax of bfloat16/float16 already accumulates in float32 (CPU and CUDA); asking for a float32 result and
+    # casting back would only add two copies of the largest tensor here, for the same rounded values.
+    attn_weights = attn_weights.softmax(dim=-1)
     attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
     return torch.matmul(attn_weights, value).transpose(1, 2), attn_weights
 
