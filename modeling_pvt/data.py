@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, IterableDataset, load_dataset
+from datasets import ClassLabel, Dataset, Features, IterableDataset, load_dataset
 from datasets import Image as ImageFeature
 from PIL import Image, ImageEnhance, ImageOps
 
@@ -124,7 +124,11 @@ def _checked_folder_files(directory: Path, verify: bool) -> list[Path]:
         more = f" and {len(corrupt) - _CORRUPT_NAMES_SHOWN} more" if len(corrupt) > _CORRUPT_NAMES_SHOWN else ""
         logger.warning(
             "Skipping %d corrupt or truncated image file(s) of %d in %s: %s%s. Delete or re-export them to use them.",
-            len(corrupt), len(corrupt) + len(readable), directory, shown, more,
+            len(corrupt),
+            len(corrupt) + len(readable),
+            directory,
+            shown,
+            more,
         )
     if not readable:
         raise DataError(f"All {len(corrupt)} image files under {directory} are corrupt or truncated.")
@@ -226,7 +230,10 @@ def load_hub_splits(
 
 def _require_columns(features, dataset_name: str, image_column: str, label_column: str) -> None:
     columns = list(features)
-    for kind, column, flag in (("image", image_column, "--image_column_name"), ("label", label_column, "--label_column_name")):
+    for kind, column, flag in (
+        ("image", image_column, "--image_column_name"),
+        ("label", label_column, "--label_column_name"),
+    ):
         if column not in columns:
             raise DataError(
                 f"Dataset {dataset_name} has no {kind} column {column!r}; its columns are {columns}. "
@@ -422,8 +429,13 @@ def load_splits(
         raise DataError("Pass either --dataset_name or --train_dir/--validation_dir, not both.")
     if dataset_name:
         return load_hub_splits(
-            dataset_name, dataset_config_name, image_column_name, label_column_name,
-            train_split_name, eval_split_name, streaming,
+            dataset_name,
+            dataset_config_name,
+            image_column_name,
+            label_column_name,
+            train_split_name,
+            eval_split_name,
+            streaming,
         )
     if streaming:
         raise DataError("--streaming needs --dataset_name; local folders and the embedded digits are read directly.")
@@ -483,15 +495,15 @@ __all__ = [
     "DatasetArguments",
     "LabeledSplits",
     "TrainAugmentation",
-    "load_splits",
-    "load_digits_splits",
-    "load_image_folder_splits",
-    "load_hub_splits",
-    "find_images",
     "check_labels",
-    "to_rgb",
+    "find_images",
+    "load_digits_splits",
+    "load_hub_splits",
+    "load_image_folder_splits",
+    "load_splits",
     "make_transform",
-    "with_transforms",
-    "random_resized_crop",
     "rand_augment",
+    "random_resized_crop",
+    "to_rgb",
+    "with_transforms",
 ]

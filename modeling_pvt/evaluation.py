@@ -132,8 +132,7 @@ def predict(model, dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
 def per_class_accuracy(predicted: np.ndarray, references: np.ndarray, label_names: list[str]) -> dict[str, float]:
     """Accuracy within each class that occurs in `references`, keyed by class name."""
     return {
-        label_names[label]: float((predicted[references == label] == label).mean())
-        for label in np.unique(references)
+        label_names[label]: float((predicted[references == label] == label).mean()) for label in np.unique(references)
     }
 
 
@@ -148,7 +147,9 @@ def evaluate_checkpoint(arguments: EvaluationArguments, data: DatasetArguments) 
     try:
         processor = PvtImageProcessor.from_pretrained(arguments.model_name_or_path)
     except OSError:
-        logger.warning("%s has no preprocessor_config.json; using the default PVT processor.", arguments.model_name_or_path)
+        logger.warning(
+            "%s has no preprocessor_config.json; using the default PVT processor.", arguments.model_name_or_path
+        )
         processor = PvtImageProcessor()
     if arguments.resolution is not None:
         if arguments.resolution < model.config.min_input_size:
@@ -175,7 +176,7 @@ def evaluate_checkpoint(arguments: EvaluationArguments, data: DatasetArguments) 
     results = {
         "model": arguments.model_name_or_path,
         "dataset": splits.source,
-        "num_images": int(len(references)),
+        "num_images": len(references),
         "resolution": [height, width],
         **scores,
         "per_class_accuracy": per_class_accuracy(ranked[:, 0], references, model_labels),
@@ -186,8 +187,10 @@ def evaluate_checkpoint(arguments: EvaluationArguments, data: DatasetArguments) 
     present = sorted(set(references.tolist()) | set(ranked[:, 0].tolist()))
     compact = {model_id: index for index, model_id in enumerate(present)}  # only the classes that occur
     plot_confusion_matrix(
-        [compact[p] for p in ranked[:, 0]], [compact[r] for r in references],
-        [model_labels[i] for i in present], output_dir / "confusion_matrix.png",
+        [compact[p] for p in ranked[:, 0]],
+        [compact[r] for r in references],
+        [model_labels[i] for i in present],
+        output_dir / "confusion_matrix.png",
     )
     results["output_dir"] = str(output_dir)
     return results
@@ -195,8 +198,10 @@ def evaluate_checkpoint(arguments: EvaluationArguments, data: DatasetArguments) 
 
 def format_report(results: dict) -> str:
     lines = [
-        f"{results['model']} on {results['dataset']} ({results['num_images']} images at "
-        f"{results['resolution'][0]}x{results['resolution'][1]}):",
+        (
+            f"{results['model']} on {results['dataset']} ({results['num_images']} images at "
+            f"{results['resolution'][0]}x{results['resolution'][1]}):"
+        ),
         f"  accuracy {results['accuracy']:.2%}"
         + (f", top-5 {results['top5_accuracy']:.2%}" if "top5_accuracy" in results else ""),
         "  per class: " + ", ".join(f"{name} {value:.1%}" for name, value in results["per_class_accuracy"].items()),
@@ -209,7 +214,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((EvaluationArguments, DatasetArguments))
     arguments, data = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
     if data.streaming:
-        raise DataError("scripts/evaluate.py reads whole splits; drop --streaming (use --max_eval_samples to subsample).")
+        raise DataError(
+            "scripts/evaluate.py reads whole splits; drop --streaming (use --max_eval_samples to subsample)."
+        )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     results = evaluate_checkpoint(arguments, data)
     print(format_report(results), flush=True)

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import evaluate
-import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
@@ -83,7 +82,9 @@ class DataArguments(DatasetArguments):
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N eval images."})
     crop_scale_min: float = field(
         default=0.8,
-        metadata={"help": "Smallest area fraction of the random-resized crop (0.08 for natural images, as in the paper)."},
+        metadata={
+            "help": "Smallest area fraction of the random-resized crop (0.08 for natural images, as in the paper)."
+        },
     )
     horizontal_flip_probability: float = field(
         default=0.0, metadata={"help": "Default 0: mirrored digits are not digits. Use 0.5 for natural images."}
@@ -164,7 +165,9 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Pvt
     recipe_parser.add_argument("--recipe")
     recipe = recipe_parser.parse_known_args(argv)[0].recipe
     recipe_flags = recipe_to_flags(recipe) if recipe else []
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=launch_flags + recipe_flags + list(argv))
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(
+        args=launch_flags + recipe_flags + list(argv)
+    )
     return model_args, data_args, training_args
 
 
@@ -254,8 +257,14 @@ def build_model_and_processor(model_args: ModelArguments, splits: LabeledSplits,
 # ---------------------------------------------------------------------------------------------------------- trainer
 
 
-def mix_batch(pixel_values: torch.Tensor, labels: torch.Tensor, num_classes: int, mixup_alpha: float,
-              cutmix_alpha: float, label_smoothing: float) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_batch(
+    pixel_values: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: int,
+    mixup_alpha: float,
+    cutmix_alpha: float,
+    label_smoothing: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup or CutMix (one of them per batch, chosen at random when both are on, as in DeiT/PVT) of each image with
     the batch's mirror order; returns the mixed images and soft targets (label smoothing included)."""
     targets = F.one_hot(labels, num_classes).float()
@@ -361,8 +370,18 @@ def plot_training_curves(log_history: list[dict], output_dir: Path) -> list[Path
 
 
 def _card_hyperparameters(training_args: TrainingArguments, data_args: DataArguments) -> dict:
-    names = ("learning_rate", "weight_decay", "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_steps",
-             "per_device_train_batch_size", "gradient_accumulation_steps", "label_smoothing_factor", "seed")
+    names = (
+        "learning_rate",
+        "weight_decay",
+        "num_train_epochs",
+        "max_steps",
+        "lr_scheduler_type",
+        "warmup_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "label_smoothing_factor",
+        "seed",
+    )
     values = {name: getattr(training_args, name) for name in names}
     values = {name: getattr(value, "value", value) for name, value in values.items()}  # enums -> their strings
     if values["max_steps"] <= 0:  # unset: the run is defined by num_train_epochs
@@ -413,8 +432,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Pvt
     is_digits = data_args.is_digits
     model, processor = build_model_and_processor(model_args, splits, is_digits)
     augmentation = TrainAugmentation(
-        data_args.crop_scale_min, data_args.horizontal_flip_probability,
-        data_args.rand_augment_ops, data_args.rand_augment_magnitude,
+        data_args.crop_scale_min,
+        data_args.horizontal_flip_probability,
+        data_args.rand_augment_ops,
+        data_args.rand_augment_magnitude,
     )
     if data_args.streaming:
         splits.train = splits.train.shuffle(seed=training_args.seed, buffer_size=1000)
@@ -446,7 +467,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Pvt
             output_dir / MODEL_SUBFOLDER,
             overwrite=True,
             eval_results={
-                name: eval_metrics[f"eval_{name}"] for name in ("accuracy", "top5_accuracy") if f"eval_{name}" in eval_metrics
+                name: eval_metrics[f"eval_{name}"]
+                for name in ("accuracy", "top5_accuracy")
+                if f"eval_{name}" in eval_metrics
             },
             dataset_name=splits.source,
             training_args=_card_hyperparameters(training_args, data_args),
@@ -456,10 +479,17 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Pvt
         results["model_dir"] = str(model_dir)
         (output_dir / "all_results.json").write_text(json.dumps(results, indent=2, default=str))
         plot_training_curves(trainer.state.log_history, output_dir)
-        plot_confusion_matrix(prediction.predictions[:, 0], prediction.label_ids, splits.label_names, output_dir / "confusion_matrix.png")
+        plot_confusion_matrix(
+            prediction.predictions[:, 0], prediction.label_ids, splits.label_names, output_dir / "confusion_matrix.png"
+        )
         if push_to_hub:
-            url = push_folder(model_dir, training_args.hub_model_id, private=bool(training_args.hub_private_repo),
-                              revision=training_args.hub_revision, token=training_args.hub_token)
+            url = push_folder(
+                model_dir,
+                training_args.hub_model_id,
+                private=bool(training_args.hub_private_repo),
+                revision=training_args.hub_revision,
+                token=training_args.hub_token,
+            )
             print(f"Pushed to {url}", flush=True)
         print(summary_line(eval_metrics, time.time() - started, model_dir), flush=True)
     return results

@@ -12,7 +12,7 @@ from pathlib import Path
 # Python puts this folder first on sys.path, where scripts/evaluate.py would shadow the `evaluate` library.
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 
-from modeling_pvt.evaluation import main  # noqa: E402
+from modeling_pvt.evaluation import main
 
 if __name__ == "__main__":
     main()

@@ -153,7 +153,9 @@ def test_hub_dataset_by_name_with_custom_columns(parquet_dataset):
     assert (len(splits.train), len(splits.eval)) == (12, 6)  # "test" is the eval split when there is no validation
     assert splits.train.column_names == ["image", "label"]
 
-    with pytest.raises(DataError, match=r"no image column 'image'; its columns are \['img', 'fine_label'\].*--image_column_name"):
+    with pytest.raises(
+        DataError, match=r"no image column 'image'; its columns are \['img', 'fine_label'\].*--image_column_name"
+    ):
         load_hub_splits(parquet_dataset, label_column="fine_label")
     with pytest.raises(DataError, match="no label column 'label'.*--label_column_name"):
         load_hub_splits(parquet_dataset, image_column="img")

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import tiny_config
+from helpers import read_json
 from PIL import Image
 from transformers import PvtConfig as NativePvtConfig
 from transformers import PvtForImageClassification as NativePvtForImageClassification
 
-from conftest import tiny_config
-from helpers import read_json
 from modeling_pvt import PvtForImageClassification, PvtImageProcessor
 from modeling_pvt.data import DataError
 from modeling_pvt.evaluation import dataset_to_model_ids, default_output_dir, main
@@ -33,7 +33,9 @@ def _save_classifier(folder: Path, label_names=DIGITS) -> Path:
 def test_evaluates_a_checkpoint_on_the_digits(tmp_path, capsys):
     model_dir = _save_classifier(tmp_path / "model")
     output_dir = tmp_path / "eval"
-    results = main(["--model_name_or_path", str(model_dir), "--output_dir", str(output_dir), "--max_eval_samples", "50"])
+    results = main(
+        ["--model_name_or_path", str(model_dir), "--output_dir", str(output_dir), "--max_eval_samples", "50"]
+    )
 
     assert results["num_images"] == 50 and results["resolution"] == [32, 32]
     assert 0 <= results["accuracy"] <= results["top5_accuracy"] <= 1
@@ -60,8 +62,18 @@ def test_resolution_changes_the_input_size_and_is_checked(tmp_path):
 def test_center_crop_processors_keep_their_crop_fraction(tmp_path):
     model_dir = _save_classifier(tmp_path / "model")
     PvtImageProcessor.for_evaluation(32).save_pretrained(model_dir)
-    results = main(["--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "eval"),
-                    "--max_eval_samples", "10", "--resolution", "48"])
+    results = main(
+        [
+            "--model_name_or_path",
+            str(model_dir),
+            "--output_dir",
+            str(tmp_path / "eval"),
+            "--max_eval_samples",
+            "10",
+            "--resolution",
+            "48",
+        ]
+    )
     assert results["resolution"] == [48, 48]
 
 
@@ -85,17 +97,37 @@ def test_native_transformers_checkpoint_runs_through_the_cli_script(tmp_path):
     """A folder saved by transformers' own PVT, evaluated by running scripts/evaluate.py as a user would (which
     also proves the script does not shadow the `evaluate` library it is named after)."""
     native_config = NativePvtConfig(
-        image_size=32, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 2, 1], num_attention_heads=[1, 2, 2, 4],
-        mlp_ratios=[2, 2, 2, 2], sequence_reduction_ratios=[8, 4, 2, 1], patch_sizes=[4, 2, 2, 2],
-        strides=[4, 2, 2, 2], num_labels=10,
+        image_size=32,
+        hidden_sizes=[8, 16, 32, 64],
+        depths=[1, 1, 2, 1],
+        num_attention_heads=[1, 2, 2, 4],
+        mlp_ratios=[2, 2, 2, 2],
+        sequence_reduction_ratios=[8, 4, 2, 1],
+        patch_sizes=[4, 2, 2, 2],
+        strides=[4, 2, 2, 2],
+        num_labels=10,
     )
     torch.manual_seed(0)
     NativePvtForImageClassification(native_config).save_pretrained(tmp_path / "native")
     output_dir = tmp_path / "eval"
     completed = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "evaluate.py"), "--model_name_or_path", str(tmp_path / "native"),
-         "--output_dir", str(output_dir), "--resolution", "32", "--max_eval_samples", "30"],
-        env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "scripts" / "evaluate.py"),
+            "--model_name_or_path",
+            str(tmp_path / "native"),
+            "--output_dir",
+            str(output_dir),
+            "--resolution",
+            "32",
+            "--max_eval_samples",
+            "30",
+        ],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = read_json(output_dir / "eval_results.json")

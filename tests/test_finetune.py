@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import tiny_config
 from datasets import ClassLabel, Dataset, Features
 from datasets import Image as ImageFeature
+from helpers import read_json
 from PIL import Image
 
-from conftest import tiny_config
-from helpers import read_json
 from modeling_pvt.data import DataError
 from modeling_pvt.hub import PublishError
 from modeling_pvt.training import main, parse_arguments, resolve_checkpoint
@@ -34,9 +34,23 @@ def tiny_config_file(tmp_path) -> str:
 
 def _tiny_run_flags(config_file: str, output_dir: Path, *extra: str) -> list[str]:
     return [
-        "--config_name", config_file, "--output_dir", str(output_dir), "--max_train_samples", "64",
-        "--max_eval_samples", "40", "--num_train_epochs", "2", "--per_device_train_batch_size", "16",
-        "--logging_steps", "1", "--dataloader_num_workers", "0", *extra,
+        "--config_name",
+        config_file,
+        "--output_dir",
+        str(output_dir),
+        "--max_train_samples",
+        "64",
+        "--max_eval_samples",
+        "40",
+        "--num_train_epochs",
+        "2",
+        "--per_device_train_batch_size",
+        "16",
+        "--logging_steps",
+        "1",
+        "--dataloader_num_workers",
+        "0",
+        *extra,
     ]
 
 
@@ -58,10 +72,16 @@ def test_imagenet_recipe_and_flags_override_it():
     recipe = str(REPO / "configuration/recipes/imagenet-pvt-tiny.yaml")
     model_args, data_args, training_args = parse_arguments(["--recipe", recipe, "--use_cpu", "true"])
     assert (data_args.mixup_alpha, data_args.cutmix_alpha, training_args.label_smoothing_factor) == (0.8, 1.0, 0.1)
-    assert (data_args.rand_augment_ops, data_args.crop_scale_min, data_args.horizontal_flip_probability) == (2, 0.08, 0.5)
+    assert (data_args.rand_augment_ops, data_args.crop_scale_min, data_args.horizontal_flip_probability) == (
+        2,
+        0.08,
+        0.5,
+    )
     assert model_args.drop_path_rate == 0.1 and model_args.image_size == 224
     assert (training_args.weight_decay, training_args.num_train_epochs, training_args.lr_scheduler_type) == (
-        0.05, 300, "cosine"
+        0.05,
+        300,
+        "cosine",
     )
     # lr = 5e-4 x global batch / 512 with the documented 8 x 128 batch
     assert training_args.learning_rate == pytest.approx(5e-4 * 8 * training_args.per_device_train_batch_size / 512)
@@ -73,8 +93,16 @@ def test_imagenet_recipe_and_flags_override_it():
 def test_tiny_run_writes_hub_folder_results_and_plots(tiny_config_file, tmp_path, capsys):
     output_dir = tmp_path / "run"
     flags = _tiny_run_flags(
-        tiny_config_file, output_dir, "--mixup_alpha", "0.8", "--cutmix_alpha", "1.0",
-        "--label_smoothing_factor", "0.1", "--rand_augment_ops", "2",
+        tiny_config_file,
+        output_dir,
+        "--mixup_alpha",
+        "0.8",
+        "--cutmix_alpha",
+        "1.0",
+        "--label_smoothing_factor",
+        "0.1",
+        "--rand_augment_ops",
+        "2",
     )
     results = main(flags)
 
@@ -82,7 +110,10 @@ def test_tiny_run_writes_hub_folder_results_and_plots(tiny_config_file, tmp_path
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_pvt.py"):
         assert (model_dir / name).is_file(), name
     config = read_json(model_dir / "config.json")
-    assert config["id2label"] == {str(d): str(d) for d in range(10)} and "AutoModelForImageClassification" in config["auto_map"]
+    assert (
+        config["id2label"] == {str(d): str(d) for d in range(10)}
+        and "AutoModelForImageClassification" in config["auto_map"]
+    )
     assert read_json(model_dir / "preprocessor_config.json")["size"] == {"height": 32, "width": 32}
     card = (model_dir / "README.md").read_text()
     card_accuracy = next(line for line in card.splitlines() if line.startswith("| accuracy |")).split("|")[2]
@@ -114,16 +145,43 @@ def test_finetunes_a_saved_checkpoint_on_an_image_folder_with_a_new_head(tiny_co
         for index in range(6):
             Image.new("L", (40, 40), 60 * class_index + index).save(folder / name / f"{index}.png")
     output_dir = tmp_path / "folder-run"
-    with pytest.raises(ValueError, match="has a 10-class head but the dataset has 3 classes.*--ignore_mismatched_sizes"):
-        main(["--model_name_or_path", str(source / "model"), "--train_dir", str(folder), "--output_dir",
-              str(output_dir), "--max_steps", "1"])
+    with pytest.raises(
+        ValueError, match="has a 10-class head but the dataset has 3 classes.*--ignore_mismatched_sizes"
+    ):
+        main(
+            [
+                "--model_name_or_path",
+                str(source / "model"),
+                "--train_dir",
+                str(folder),
+                "--output_dir",
+                str(output_dir),
+                "--max_steps",
+                "1",
+            ]
+        )
     # Publishing goes through the shared Hub helper, after the folder is written; offline it fails with its advice.
     with pytest.raises(PublishError, match="HF_HUB_OFFLINE is set"):
-        main([
-            "--model_name_or_path", str(source / "model"), "--ignore_mismatched_sizes", "true", "--train_dir",
-            str(folder), "--output_dir", str(output_dir), "--num_train_epochs", "1", "--per_device_train_batch_size",
-            "8", "--push_to_hub", "true", "--hub_model_id", "someone/pvt-shapes",
-        ])
+        main(
+            [
+                "--model_name_or_path",
+                str(source / "model"),
+                "--ignore_mismatched_sizes",
+                "true",
+                "--train_dir",
+                str(folder),
+                "--output_dir",
+                str(output_dir),
+                "--num_train_epochs",
+                "1",
+                "--per_device_train_batch_size",
+                "8",
+                "--push_to_hub",
+                "true",
+                "--hub_model_id",
+                "someone/pvt-shapes",
+            ]
+        )
     config = read_json(output_dir / "model" / "config.json")
     assert config["id2label"] == {"0": "circle", "1": "square", "2": "triangle"}
     assert "eval_top5_accuracy" not in read_json(output_dir / "all_results.json")  # 3 classes: no top-5
@@ -142,28 +200,62 @@ def test_bad_arguments_get_clear_errors(tiny_config_file, tmp_path):
 def _finetune_command(config_file: str, output_dir: Path, *extra: str) -> list[str]:
     # 64 images / batch 8 = 8 steps per epoch, 3 epochs; a checkpoint every 4 steps; augmentation stays on.
     return [
-        sys.executable, str(FINETUNE), "--config_name", config_file, "--output_dir", str(output_dir),
-        "--max_train_samples", "64", "--max_eval_samples", "32", "--per_device_train_batch_size", "8",
-        "--num_train_epochs", "3", "--save_strategy", "steps", "--save_steps", "4", "--save_total_limit", "3",
-        "--eval_strategy", "no", "--logging_steps", "4", "--disable_tqdm", "true", *extra,
+        sys.executable,
+        str(FINETUNE),
+        "--config_name",
+        config_file,
+        "--output_dir",
+        str(output_dir),
+        "--max_train_samples",
+        "64",
+        "--max_eval_samples",
+        "32",
+        "--per_device_train_batch_size",
+        "8",
+        "--num_train_epochs",
+        "3",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "4",
+        "--save_total_limit",
+        "3",
+        "--eval_strategy",
+        "no",
+        "--logging_steps",
+        "4",
+        "--disable_tqdm",
+        "true",
+        *extra,
     ]
 
 
 def _complete_checkpoints(output_dir: Path) -> list[int]:
     return sorted(
-        int(path.name.split("-")[1]) for path in output_dir.glob("checkpoint-*") if (path / "trainer_state.json").is_file()
+        int(path.name.split("-")[1])
+        for path in output_dir.glob("checkpoint-*")
+        if (path / "trainer_state.json").is_file()
     )
 
 
 def test_run_killed_with_sigkill_resumes_to_the_same_metrics(tiny_config_file, tmp_path):
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
     reference_dir, killed_dir = tmp_path / "uninterrupted", tmp_path / "killed"
-    subprocess.run(_finetune_command(tiny_config_file, reference_dir), env=environment, check=True,
-                   capture_output=True, timeout=600)
+    subprocess.run(
+        _finetune_command(tiny_config_file, reference_dir),
+        env=environment,
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     reference = read_json(reference_dir / "all_results.json")
 
-    process = subprocess.Popen(_finetune_command(tiny_config_file, killed_dir), env=environment,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _finetune_command(tiny_config_file, killed_dir),
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not _complete_checkpoints(killed_dir) or _complete_checkpoints(killed_dir)[-1] < 8:
         assert process.poll() is None, "the run ended before it could be killed"
@@ -176,7 +268,11 @@ def test_run_killed_with_sigkill_resumes_to_the_same_metrics(tiny_config_file, t
 
     resumed = subprocess.run(
         _finetune_command(tiny_config_file, killed_dir, "--resume_from_checkpoint", "last"),
-        env=environment, capture_output=True, text=True, timeout=600,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     results = read_json(killed_dir / "all_results.json")
@@ -193,13 +289,28 @@ def test_streamed_dataset_by_name_trains_for_max_steps(tiny_config_file, tmp_pat
             str(tmp_path / "hub" / "data" / f"{split}.parquet")
         )
     flags = [
-        "--config_name", tiny_config_file, "--dataset_name", str(tmp_path / "hub"), "--image_column_name", "img",
-        "--label_column_name", "fine_label", "--streaming", "true", "--output_dir", str(tmp_path / "stream"),
-        "--per_device_train_batch_size", "4", "--image_size", "32",
+        "--config_name",
+        tiny_config_file,
+        "--dataset_name",
+        str(tmp_path / "hub"),
+        "--image_column_name",
+        "img",
+        "--label_column_name",
+        "fine_label",
+        "--streaming",
+        "true",
+        "--output_dir",
+        str(tmp_path / "stream"),
+        "--per_device_train_batch_size",
+        "4",
+        "--image_size",
+        "32",
     ]
     with pytest.raises(DataError, match="pass --max_steps N"):
         main(flags)
     results = main([*flags, "--max_steps", "3"])
     assert results["eval_accuracy"] >= 0 and read_json(tmp_path / "stream" / "model" / "config.json")["id2label"] == {
-        "0": "a", "1": "b", "2": "c"
+        "0": "a",
+        "1": "b",
+        "2": "c",
     }
