@@ -66,3 +66,23 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     state = read_json(output_dir / "checkpoint-4" / "trainer_state.json")
     first_loss = next(entry["loss"] for entry in state["log_history"] if "loss" in entry)
     assert abs(first_loss - math.log(10)) < 0.25 * math.log(10)
+
+
+def test_every_accelerate_config_is_read_by_accelerate():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    configs = {
+        path.name: load_config_from_file(str(path)) for path in (REPO / "configuration/accelerate").glob("*.yaml")
+    }
+    assert {name: (config.distributed_type.value, config.num_processes) for name, config in configs.items()} == {
+        "cpu-2proc.yaml": ("MULTI_GPU", 2),  # torchrun-launched; MULTI_CPU would start one process
+        "gpu-1-bf16.yaml": ("NO", 1),
+        "multi-gpu-ddp.yaml": ("MULTI_GPU", 8),
+        "multi-node-ddp.yaml": ("MULTI_GPU", 16),
+        "fsdp.yaml": ("FSDP", 8),
+    }
+    assert configs["gpu-1-bf16.yaml"].mixed_precision == "bf16"
+    assert configs["fsdp.yaml"].fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "PvtBlock"
+    multi_node = (REPO / "configuration/accelerate/multi-node-ddp.yaml").read_text()
+    for field in ("num_machines", "machine_rank", "num_processes", "main_process_ip", "main_process_port"):
+        assert "# FILL_IN" in multi_node.split(f"\n{field}:")[0].rsplit("\n", 2)[-1], field  # documented just above
