@@ -5,7 +5,7 @@ network) and writes to `outputs/pvt-tiny-digits/`:
 
     model/                  the Hub-ready folder (weights, config with auto_map, processor, code, model card)
     checkpoint-<step>/      Trainer checkpoints (resume with --resume_from_checkpoint last)
-    all_results.json        train + eval metrics, world size, sample counts
+    all_results.json        train + eval metrics, world size, the checkpoint a resumed run started from
     loss_curve.png  accuracy_curve.png  confusion_matrix.png
 
 Every other setup is a recipe (`--recipe configuration/recipes/<name>.yaml`) and/or command-line flags; flags
