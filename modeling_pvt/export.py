@@ -29,8 +29,16 @@ class LogitsOnly(nn.Module):
         return self.model(pixel_values=pixel_values).logits
 
 
+def tracing_size(model: PvtForImageClassification) -> tuple[int, int]:
+    """The input size to trace at: the trained size, but at least twice the minimum so that no feature map or
+    reduced key/value grid is 1x1 — exporters specialise size-1 dimensions, which would fix the graph to that size."""
+    smallest = 2 * model.config.min_input_size
+    height, width = model.config.image_height_width
+    return max(height, smallest), max(width, smallest)
+
+
 def example_input(model: PvtForImageClassification, batch_size: int = 2, size: tuple[int, int] | None = None):
-    height, width = size or model.config.image_height_width
+    height, width = size or tracing_size(model)
     generator = torch.Generator().manual_seed(0)
     return torch.randn(batch_size, model.config.num_channels, height, width, generator=generator)
 

@@ -28,7 +28,8 @@ TINY = {
 MEASUREMENT_FIELDS = {
     "preset", "task", "mode", "batch_size", "height", "width", "median_seconds", "images_per_second",
     "seconds_per_image", "repeat_seconds", "peak_memory_mb", "peak_memory_mb_per_image",
-    "max_abs_diff_vs_fp32_eager", "speedup_vs_native", "speedup_vs_eager", "compile_seconds",
+    "max_abs_diff_vs_fp32_eager", "speedup_vs_native", "speedup_vs_eager", "best_speedup_vs_native",
+    "compile_seconds",
 }  # fmt: skip
 
 
@@ -80,6 +81,12 @@ def test_flop_count_matches_the_paper_for_pvt_tiny():
     _, config, state_dict = paired_models("pvt-tiny")
     flops = count_flops(our_classifier(config, state_dict, "eager").eval(), torch.zeros(1, 3, 224, 224))
     assert flops / 2e9 == pytest.approx(PAPER_GFLOPS["pvt-tiny"], abs=0.05)
+
+
+def test_variants_built_from_one_config_keep_their_own_attention():
+    _, config, state_dict = paired_models("pvt-tiny", **TINY)
+    eager, sdpa = our_classifier(config, state_dict, "eager"), our_classifier(config, state_dict, "sdpa")
+    assert (eager.config._attn_implementation, sdpa.config._attn_implementation) == ("eager", "sdpa")
 
 
 def test_peak_memory_counts_what_a_function_allocates():

@@ -122,3 +122,14 @@ def test_export_onnx_script_checks_onnxruntime_at_two_sizes(model, tmp_path):
     dims = [dim.dim_param or dim.dim_value for dim in graph_input.type.tensor_type.shape.dim]
     assert graph_input.name == "pixel_values" and dims[1] == 3
     assert all(isinstance(dim, str) for dim in (dims[0], dims[2], dims[3])), f"batch/height/width not dynamic: {dims}"
+
+
+def test_export_of_a_model_trained_at_its_minimum_size_stays_dynamic():
+    # At 32x32 the last stage is a single token; tracing there would fix that size into the graph. (torch.export
+    # guards then keep the program to inputs without 1x1 feature maps; the ONNX file carries no such guard.)
+    model = PvtForImageClassification(tiny_config(image_size=32)).eval()
+    exported = export_program(model).module()
+    for batch_size, height, width in ((1, 64, 96), (3, 128, 64)):
+        pixel_values = torch.randn(batch_size, 3, height, width)
+        with torch.no_grad():
+            torch.testing.assert_close(exported(pixel_values=pixel_values), model(pixel_values).logits, atol=1e-5, rtol=1e-5)
