@@ -122,7 +122,9 @@ def our_classifier(config: PvtConfig, state_dict: dict, attn_implementation: str
 
 def our_backbone(config: PvtConfig, state_dict: dict, attn_implementation: str) -> PvtBackbone:
     model = PvtBackbone._from_config(copy.deepcopy(config), attn_implementation=attn_implementation)
-    model.load_state_dict({key[len("pvt.") :]: value for key, value in state_dict.items() if key.startswith("pvt.encoder.")})
+    model.load_state_dict(
+        {key[len("pvt.") :]: value for key, value in state_dict.items() if key.startswith("pvt.encoder.")}
+    )
     return model
 
 
@@ -173,7 +175,9 @@ def _is_compiled(mode: str) -> bool:
 
 def _default_attention() -> str:
     """The attention implementation our models get when none is asked for."""
-    return PvtForImageClassification._from_config(PvtConfig(hidden_sizes=[8, 8, 8, 8], num_attention_heads=[1, 1, 1, 1])).config._attn_implementation
+    return PvtForImageClassification._from_config(
+        PvtConfig(hidden_sizes=[8, 8, 8, 8], num_attention_heads=[1, 1, 1, 1])
+    ).config._attn_implementation
 
 
 def _model_for(mode: str, task: str, native, config, state_dict, attention: str | None = None):
@@ -425,7 +429,9 @@ def model_statistics(preset: str, settings: BenchmarkSettings) -> dict:
 def run_benchmark(settings: BenchmarkSettings, progress: Callable[[str], None] = print) -> dict:
     unknown = (set(settings.modes) - set(MODES)) | (set(settings.tasks) - set(TASKS))
     if unknown:
-        raise ValueError(f"Unknown modes/tasks {sorted(unknown)}; modes: {', '.join(MODES)}; tasks: {', '.join(TASKS)}.")
+        raise ValueError(
+            f"Unknown modes/tasks {sorted(unknown)}; modes: {', '.join(MODES)}; tasks: {', '.join(TASKS)}."
+        )
     results = {
         "environment": environment(settings),
         "settings": asdict(settings),
@@ -463,7 +469,10 @@ def _number(value, digits: int = 2) -> str:
 
 def format_table(results: dict) -> str:
     """Markdown tables: model statistics, then one row per measured variant."""
-    lines = ["| preset | params (M) | paper params (M) | GFLOPs (MACs) at 224² | paper GFLOPs |", "|---|---|---|---|---|"]
+    lines = [
+        "| preset | params (M) | paper params (M) | GFLOPs (MACs) at 224² | paper GFLOPs |",
+        "|---|---|---|---|---|",
+    ]
     for preset, stats in results["models"].items():
         lines.append(
             f"| {preset} | {stats['parameters_m']:.1f} | {_number(stats['paper_parameters_m'], 1)} | "
@@ -471,8 +480,10 @@ def format_table(results: dict) -> str:
         )
     lines += [
         "",
-        "| preset | task | mode | batch | size | img/s | ms/img | × native | × native (best) | × our eager | peak MB/img "
-        "| max abs Δ vs fp32 eager |",
+        (
+            "| preset | task | mode | batch | size | img/s | ms/img | × native | × native (best) | × our eager "
+            "| peak MB/img | max abs Δ vs fp32 eager |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["measurements"]:
@@ -487,8 +498,10 @@ def format_table(results: dict) -> str:
         shares = ", ".join(f"{mode} {share:.1%}" for mode, share in agreement["agreement_with_fp32_eager"].items())
         lines += [
             "",
-            f"Top-1 agreement with fp32 eager, {agreement['model']}, {agreement['eval_images']} held-out digits "
-            f"(fp32 eager accuracy {agreement['fp32_eager_accuracy']:.1%}): {shares}",
+            (
+                f"Top-1 agreement with fp32 eager, {agreement['model']}, {agreement['eval_images']} held-out digits "
+                f"(fp32 eager accuracy {agreement['fp32_eager_accuracy']:.1%}): {shares}"
+            ),
         ]
     lines += ["", "Modes: " + "; ".join(f"{mode} = {text}" for mode, text in results["modes"].items())]
     lines += [f"Attention of bf16/compile/checkpointed: {results['environment']['attention_of_other_modes']}."]
@@ -507,7 +520,9 @@ def plot(results: dict, path: Path) -> Path:
     axis.bar(range(len(rows)), [row["images_per_second"] for row in rows])
     axis.set_xticks(range(len(rows)), [f"{row['mode']}\n{label}" for row, label in zip(rows, labels)], fontsize=6)
     axis.set_ylabel("images / second")
-    axis.set_title(f"PVT throughput ({results['environment']['device']}, {results['environment']['torch_threads']} threads)")
+    axis.set_title(
+        f"PVT throughput ({results['environment']['device']}, {results['environment']['torch_threads']} threads)"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -526,21 +541,27 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchmarkSettings, argpar
     parser.add_argument("--tasks", nargs="*", default=defaults.tasks, choices=TASKS, help="none: only statistics")
     parser.add_argument("--modes", nargs="+", default=defaults.modes, choices=MODES)
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=defaults.batch_sizes)
-    parser.add_argument("--resolutions", nargs="+", type=_resolution, default=defaults.resolutions, help="e.g. 224 or 800x1333")
+    parser.add_argument(
+        "--resolutions", nargs="+", type=_resolution, default=defaults.resolutions, help="e.g. 224 or 800x1333"
+    )
     parser.add_argument("--backbone-resolutions", nargs="+", type=_resolution, default=defaults.backbone_resolutions)
-    parser.add_argument("--repeats", type=int, default=defaults.repeats, help="timed calls per variant (median reported)")
+    parser.add_argument(
+        "--repeats", type=int, default=defaults.repeats, help="timed calls per variant (median reported)"
+    )
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed calls per variant first")
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's choice)")
     parser.add_argument(
-        "--attention", choices=("eager", "sdpa"), help="attention of the bf16/compile/checkpointed modes (default: ours)"
+        "--attention",
+        choices=("eager", "sdpa"),
+        help="attention of the bf16/compile/checkpointed modes (default: ours)",
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the (profiled) peak-memory call")
     parser.add_argument(
         "--agreement-model", help="a classifier fine-tuned on the digits: top-1 agreement of each mode with fp32 eager"
     )
     parser.add_argument(
-        "--config-overrides", type=json.loads, default={}, help='JSON, e.g. \'{"hidden_sizes": [8, 16, 32, 64]}\''
+        "--config-overrides", type=json.loads, default={}, help="JSON, e.g. '{\"hidden_sizes\": [8, 16, 32, 64]}'"
     )
     parser.add_argument("--json", type=Path, default=Path("benchmark.json"), help="where to write the results")
     parser.add_argument("--plot", type=Path, help="also write a PNG bar chart here")

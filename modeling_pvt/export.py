@@ -104,7 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
         description="Export a PVT image classifier to ONNX (input `pixel_values` with dynamic batch/height/width, "
         "output `logits`) and check onnxruntime against PyTorch at two resolutions."
     )
-    parser.add_argument("model_dir", help="a folder saved by save_pretrained (ours or transformers' native PVT), or a Hub id")
+    parser.add_argument(
+        "model_dir", help="a folder saved by save_pretrained (ours or transformers' native PVT), or a Hub id"
+    )
     parser.add_argument("output", help="path of the .onnx file to write")
     parser.add_argument("--tolerance", type=float, default=ONNX_TOLERANCE, help="largest allowed |Δlogit|")
     args = parser.parse_args(argv)

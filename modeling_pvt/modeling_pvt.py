@@ -129,7 +129,7 @@ class _OneDnnLinearFunction(torch.autograd.Function):
 
 
 def fast_linear(hidden_states: torch.Tensor, linear: nn.Linear, fused_gelu: bool = False) -> torch.Tensor:
-    """`linear(hidden_states)`, followed by exact (erf) GELU when `fused_gelu`, on the fastest exact kernel available."""
+    """`linear(hidden_states)`, then exact (erf) GELU when `fused_gelu`, on the fastest exact kernel available."""
     if not _uses_onednn_linear(hidden_states, linear.weight):
         output = linear(hidden_states)
         return F.gelu(output) if fused_gelu else output
@@ -170,7 +170,8 @@ class PvtSpatialReductionAttention(nn.Module):
         self, hidden_states: torch.Tensor, height: int, width: int
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, seq_len, hidden_size = hidden_states.shape
-        query = fast_linear(hidden_states, self.q).view(batch_size, seq_len, self.num_heads, self.head_dim).transpose(1, 2)
+        query = fast_linear(hidden_states, self.q).view(batch_size, seq_len, self.num_heads, self.head_dim)
+        query = query.transpose(1, 2)
         if self.sr_ratio > 1:
             feature_map = hidden_states.transpose(1, 2).reshape(batch_size, hidden_size, height, width)
             hidden_states = self.norm(self.sr(feature_map).flatten(2).transpose(1, 2))
