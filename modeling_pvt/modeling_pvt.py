@@ -91,9 +91,14 @@ def eager_attention_forward(
 _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def _uses_onednn_linear(hidden_states: torch.Tensor, weight: torch.Tensor) -> bool:
+def _uses_onednn_linear(hidden_states: torch.Tensor, linear: nn.Linear) -> bool:
+    weight = linear.weight
     return (
         _HAS_ONEDNN_LINEAR
+        # Adapters (PEFT's LoRA layers), quantized layers and hooks (accelerate's offloading) change what the layer
+        # computes: only an untouched nn.Linear may be replaced by a direct kernel call.
+        and type(linear) is nn.Linear
+        and not (linear._forward_hooks or linear._forward_pre_hooks or "forward" in vars(linear))
         and hidden_states.device.type == "cpu"
         and hidden_states.dtype in (torch.float32, torch.bfloat16)
         and hidden_states.dtype == weight.dtype
@@ -130,7 +135,7 @@ class _OneDnnLinearFunction(torch.autograd.Function):
 
 def fast_linear(hidden_states: torch.Tensor, linear: nn.Linear, fused_gelu: bool = False) -> torch.Tensor:
     """`linear(hidden_states)`, then exact (erf) GELU when `fused_gelu`, on the fastest exact kernel available."""
-    if not _uses_onednn_linear(hidden_states, linear.weight):
+    if not _uses_onednn_linear(hidden_states, linear):
         output = linear(hidden_states)
         return F.gelu(output) if fused_gelu else output
     needs_grad = torch.is_grad_enabled() and (

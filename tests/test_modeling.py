@@ -144,3 +144,32 @@ def test_classification_losses():
 def test_headless_classifier_returns_features(config):
     model = PvtForImageClassification(tiny_config(num_labels=0)).eval()
     assert model(torch.randn(1, 3, 64, 64)).logits.shape == (1, config.hidden_sizes[-1])
+
+
+class _ScaledLinear(torch.nn.Linear):
+    """Stands in for an adapter layer (e.g. PEFT's LoRA) that replaces an nn.Linear and changes its output."""
+
+    def forward(self, hidden_states):
+        return 2 * super().forward(hidden_states)
+
+
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_replaced_and_hooked_linear_layers_are_honoured(config, mode):
+    """The fast linear kernel must not bypass adapters or hooks that users attach to the layers."""
+    model = PvtForImageClassification(config).train(mode == "training")
+    pixel_values = torch.randn(1, 3, 64, 64)
+    context = torch.inference_mode() if mode == "inference" else torch.enable_grad()
+    with context:
+        baseline = model(pixel_values).logits
+        mlp = model.pvt.encoder.stages[3].blocks[0].mlp
+        original_fc2 = mlp.fc2
+        mlp.fc2 = _ScaledLinear(original_fc2.in_features, original_fc2.out_features)
+        mlp.fc2.load_state_dict(original_fc2.state_dict())
+        adapted = model(pixel_values).logits
+        mlp.fc2 = original_fc2
+        handle = model.pvt.encoder.stages[3].blocks[0].attn.proj.register_forward_hook(lambda m, i, out: out * 0)
+        hooked = model(pixel_values).logits
+        handle.remove()
+        restored = model(pixel_values).logits
+    assert not torch.allclose(adapted, baseline) and not torch.allclose(hooked, baseline)
+    torch.testing.assert_close(restored, baseline)
