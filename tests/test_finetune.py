@@ -199,34 +199,18 @@ def test_bad_arguments_get_clear_errors(tiny_config_file, tmp_path):
 
 def _finetune_command(config_file: str, output_dir: Path, *extra: str) -> list[str]:
     # 64 images / batch 8 = 8 steps per epoch, 3 epochs; a checkpoint every 4 steps; augmentation stays on.
+    # Later flags override the tiny-run defaults (argparse keeps the last occurrence).
     return [
         sys.executable,
         str(FINETUNE),
-        "--config_name",
-        config_file,
-        "--output_dir",
-        str(output_dir),
-        "--max_train_samples",
-        "64",
-        "--max_eval_samples",
-        "32",
-        "--per_device_train_batch_size",
-        "8",
-        "--num_train_epochs",
-        "3",
-        "--save_strategy",
-        "steps",
-        "--save_steps",
-        "4",
-        "--save_total_limit",
-        "3",
-        "--eval_strategy",
-        "no",
-        "--logging_steps",
-        "4",
-        "--disable_tqdm",
-        "true",
-        *extra,
+        *_tiny_run_flags(
+            config_file,
+            output_dir,
+            *("--max_eval_samples", "32", "--per_device_train_batch_size", "8", "--num_train_epochs", "3"),
+            *("--save_strategy", "steps", "--save_steps", "4", "--save_total_limit", "3"),
+            *("--eval_strategy", "no", "--logging_steps", "4", "--disable_tqdm", "true"),
+            *extra,
+        ),
     ]
 
 
