@@ -27,11 +27,11 @@ from .configuration_pvt import PRESETS, PvtConfig
 from .image_processing_pvt import PvtImageProcessor
 from .modeling_pvt import (
     PvtForImageClassification,
-    _load_weight_files,
-    _read_json,
     convert_native_config,
     convert_native_state_dict,
     convert_original_state_dict,
+    load_checkpoint_weights,
+    read_checkpoint_json,
 )
 from .original import OriginalPyramidVisionTransformer
 
@@ -157,7 +157,7 @@ def load_checkpoint(location) -> Checkpoint:
     if not path.exists() and not re.fullmatch(r"[\w.-]+/[\w.-]+", str(location)):
         raise ConversionError(f"{location} does not exist. Give a checkpoint file, a folder or a Hub repo id.")
     try:
-        config_dict = _read_json(str(location), "config.json", {})
+        config_dict = read_checkpoint_json(str(location), "config.json", {})
     except OSError as error:
         raise ConversionError(
             f"{location} is neither a local file or folder nor a Hub repo that can be fetched ({error})."
@@ -168,7 +168,7 @@ def load_checkpoint(location) -> Checkpoint:
             "with save_pretrained."
         )
     try:
-        raw = _load_weight_files(str(location), {})
+        raw = load_checkpoint_weights(str(location), {})
     except OSError as error:
         raise ConversionError(f"{error} Save the model with save_pretrained, or pass the weights file.") from error
     model_type = config_dict.get("model_type")
@@ -177,7 +177,7 @@ def load_checkpoint(location) -> Checkpoint:
         image_processor = None
     elif model_type == PvtConfig.model_type:
         config = PvtConfig.from_pretrained(str(location))
-        has_processor = _read_json(str(location), "preprocessor_config.json", {}) is not None
+        has_processor = read_checkpoint_json(str(location), "preprocessor_config.json", {}) is not None
         image_processor = PvtImageProcessor.from_pretrained(str(location)) if has_processor else None
     else:
         raise ConversionError(

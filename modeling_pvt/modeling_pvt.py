@@ -171,9 +171,7 @@ class PvtSpatialReductionAttention(nn.Module):
             self.sr = nn.Conv2d(hidden_size, hidden_size, kernel_size=self.sr_ratio, stride=self.sr_ratio)
             self.norm = nn.LayerNorm(hidden_size, eps=config.conv_layer_norm_eps)
 
-    def forward(
-        self, hidden_states: torch.Tensor, height: int, width: int
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, seq_len, hidden_size = hidden_states.shape
         query = fast_linear(hidden_states, self.q).view(batch_size, seq_len, self.num_heads, self.head_dim)
         query = query.transpose(1, 2)
@@ -249,9 +247,7 @@ class PvtBlock(GradientCheckpointingLayer):
         self.mlp = PvtMlp(config, stage_index)
         self.drop_path = PvtDropPath(drop_prob)
 
-    def forward(
-        self, hidden_states: torch.Tensor, height: int, width: int
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         attn_output, attn_weights = self.attn(self.norm1(hidden_states), height, width)
         hidden_states = hidden_states + self.drop_path(attn_output)
         hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
@@ -294,13 +290,6 @@ class PvtEncoder(nn.Module):
         return hidden_states, feature_maps, attentions
 
 
-@dataclass
-class _Requests:
-    output_attentions: bool
-    output_hidden_states: bool
-    return_dict: bool
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoint translation: the one place that knows foreign parameter names.
 # Keys are translated to this package's base-model names (`encoder.…`, `norm.…`) plus `classifier.…` for the head.
@@ -314,18 +303,20 @@ ORIGINAL_KEY_MAP = (
 )
 # transformers' native PVT (`transformers.PvtForImageClassification`, e.g. the `Zetatech/pvt-*-224` checkpoints).
 # Stage indices are already 0-based there; its separate key/value projections are fused into `kv` afterwards.
+_NATIVE_EMBEDDINGS, _OUR_EMBEDDINGS = r"^(?:pvt\.)?encoder\.patch_embeddings\.(\d+)\.", "encoder.stages.{1}.embeddings."
+_NATIVE_BLOCK, _OUR_BLOCK = r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.", "encoder.stages.{1}.blocks.{2}."
 NATIVE_KEY_MAP = (
-    (r"^(?:pvt\.)?encoder\.patch_embeddings\.(\d+)\.projection\.", "encoder.stages.{1}.embeddings.proj."),
-    (r"^(?:pvt\.)?encoder\.patch_embeddings\.(\d+)\.layer_norm\.", "encoder.stages.{1}.embeddings.norm."),
-    (r"^(?:pvt\.)?encoder\.patch_embeddings\.(\d+)\.(position_embeddings|cls_token)$", "encoder.stages.{1}.embeddings.{2}"),
-    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.layer_norm_1\.", "encoder.stages.{1}.blocks.{2}.norm1."),
-    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.layer_norm_2\.", "encoder.stages.{1}.blocks.{2}.norm2."),
-    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.self\.query\.", "encoder.stages.{1}.blocks.{2}.attn.q."),
-    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.self\.(key|value)\.", "encoder.stages.{1}.blocks.{2}.attn.{3}."),
-    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.self\.sequence_reduction\.", "encoder.stages.{1}.blocks.{2}.attn.sr."),
-    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.self\.layer_norm\.", "encoder.stages.{1}.blocks.{2}.attn.norm."),
-    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.attention\.output\.dense\.", "encoder.stages.{1}.blocks.{2}.attn.proj."),
-    (r"^(?:pvt\.)?encoder\.block\.(\d+)\.(\d+)\.mlp\.dense(1|2)\.", "encoder.stages.{1}.blocks.{2}.mlp.fc{3}."),
+    (_NATIVE_EMBEDDINGS + r"projection\.", _OUR_EMBEDDINGS + "proj."),
+    (_NATIVE_EMBEDDINGS + r"layer_norm\.", _OUR_EMBEDDINGS + "norm."),
+    (_NATIVE_EMBEDDINGS + r"(position_embeddings|cls_token)$", _OUR_EMBEDDINGS + "{2}"),
+    (_NATIVE_BLOCK + r"layer_norm_1\.", _OUR_BLOCK + "norm1."),
+    (_NATIVE_BLOCK + r"layer_norm_2\.", _OUR_BLOCK + "norm2."),
+    (_NATIVE_BLOCK + r"attention\.self\.query\.", _OUR_BLOCK + "attn.q."),
+    (_NATIVE_BLOCK + r"attention\.self\.(key|value)\.", _OUR_BLOCK + "attn.{3}."),
+    (_NATIVE_BLOCK + r"attention\.self\.sequence_reduction\.", _OUR_BLOCK + "attn.sr."),
+    (_NATIVE_BLOCK + r"attention\.self\.layer_norm\.", _OUR_BLOCK + "attn.norm."),
+    (_NATIVE_BLOCK + r"attention\.output\.dense\.", _OUR_BLOCK + "attn.proj."),
+    (_NATIVE_BLOCK + r"mlp\.dense(1|2)\.", _OUR_BLOCK + "mlp.fc{3}."),
     (r"^(?:pvt\.)?encoder\.layer_norm\.", "norm."),
     (r"^classifier\.", "classifier."),
 )
@@ -389,7 +380,9 @@ def convert_native_state_dict(state_dict: dict) -> dict:
 def convert_native_config(native: dict) -> dict:
     """transformers' native PvtConfig dict -> PvtConfig kwargs. The native model uses one eps for every norm."""
     if list(native.get("strides", native.get("patch_sizes", []))) != list(native.get("patch_sizes", [])):
-        raise ValueError("Native PVT configs whose strides differ from patch_sizes are not PVT v1 and are not supported.")
+        raise ValueError(
+            "Native PVT configs whose strides differ from patch_sizes are not PVT v1 and are not supported."
+        )
     kwargs = {ours: native[theirs] for theirs, ours in _NATIVE_CONFIG_FIELDS.items() if native.get(theirs) is not None}
     if "id2label" in kwargs:
         kwargs.pop("num_labels", None)
@@ -412,17 +405,17 @@ _CONFIG_KWARGS = (set(inspect.signature(PvtConfig.__init__).parameters) - {"self
 _HUB_KWARGS = ("cache_dir", "force_download", "proxies", "local_files_only", "token", "revision", "subfolder")
 
 
-def _read_json(path_or_repo, filename: str, hub_kwargs: dict) -> dict | None:
-    resolved = cached_file(
-        path_or_repo, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs
-    )
+def read_checkpoint_json(path_or_repo, filename: str, hub_kwargs: dict) -> dict | None:
+    """A JSON file of a local folder or (cached) Hub repo, or None when the checkpoint has no such file."""
+    resolved = cached_file(path_or_repo, filename, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
     if resolved is None:
         return None
     with open(resolved, encoding="utf-8") as handle:
         return json.load(handle)
 
 
-def _load_weight_files(path_or_repo, hub_kwargs: dict) -> dict:
+def load_checkpoint_weights(path_or_repo, hub_kwargs: dict) -> dict:
+    """All tensors of a checkpoint folder/repo: safetensors (single or sharded), else a weights-only torch load."""
     from safetensors.torch import load_file
 
     def fetch(name):
@@ -430,7 +423,7 @@ def _load_weight_files(path_or_repo, hub_kwargs: dict) -> dict:
 
     if single := fetch("model.safetensors"):
         return load_file(single)
-    if index := _read_json(path_or_repo, "model.safetensors.index.json", hub_kwargs):
+    if index := read_checkpoint_json(path_or_repo, "model.safetensors.index.json", hub_kwargs):
         state_dict = {}
         for shard in sorted(set(index["weight_map"].values())):
             state_dict.update(load_file(fetch(shard)))
@@ -438,6 +431,15 @@ def _load_weight_files(path_or_repo, hub_kwargs: dict) -> dict:
     if legacy := fetch("pytorch_model.bin"):
         return torch.load(legacy, map_location="cpu", weights_only=True)
     raise OSError(f"No model.safetensors or pytorch_model.bin found in {path_or_repo}.")
+
+
+@dataclass
+class _Requests:
+    """What the caller asked a forward pass to return, with the config's defaults filled in."""
+
+    output_attentions: bool
+    output_hidden_states: bool
+    return_dict: bool
 
 
 class PvtPreTrainedModel(PreTrainedModel):
@@ -478,7 +480,7 @@ class PvtPreTrainedModel(PreTrainedModel):
         if pretrained_model_name_or_path is None or kwargs.get("config") is not None:
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         hub_kwargs = {name: kwargs[name] for name in _HUB_KWARGS if name in kwargs}
-        native_config = _read_json(pretrained_model_name_or_path, "config.json", hub_kwargs)
+        native_config = read_checkpoint_json(pretrained_model_name_or_path, "config.json", hub_kwargs)
         if native_config is None or native_config.get("model_type") != "pvt":
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
@@ -486,7 +488,7 @@ class PvtPreTrainedModel(PreTrainedModel):
             kwargs.pop(name, None)
         config_overrides = {name: kwargs.pop(name) for name in list(kwargs) if name in _CONFIG_KWARGS}
         config = PvtConfig(**{**convert_native_config(native_config), **config_overrides})
-        state_dict = convert_native_state_dict(_load_weight_files(pretrained_model_name_or_path, hub_kwargs))
+        state_dict = convert_native_state_dict(load_checkpoint_weights(pretrained_model_name_or_path, hub_kwargs))
         return super().from_pretrained(
             None, *model_args, config=config, state_dict=cls._to_own_layout(state_dict), **kwargs
         )
@@ -653,4 +655,6 @@ __all__ = [
     "convert_original_state_dict",
     "convert_native_state_dict",
     "convert_native_config",
+    "read_checkpoint_json",
+    "load_checkpoint_weights",
 ]

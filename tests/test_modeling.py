@@ -89,7 +89,7 @@ def test_return_dict_false_gives_tuples(config):
     model = PvtForImageClassification(config).eval()
     logits, hidden_states = model(torch.randn(1, 3, 64, 64), output_hidden_states=True, return_dict=False)
     assert logits.shape == (1, config.num_labels) and len(hidden_states) == 4
-    (last_hidden_state, pooled) = PvtModel(config)(torch.randn(1, 3, 64, 64), return_dict=False)
+    _, pooled = PvtModel(config)(torch.randn(1, 3, 64, 64), return_dict=False)
     assert pooled.shape == (1, config.hidden_sizes[-1])
 
 
@@ -117,7 +117,9 @@ def test_backbone_maps_equal_model_hidden_states(config):
     backbone = PvtBackbone(tiny_config(out_indices=[0, 1, 2, 3])).eval()
     backbone.load_state_dict(model.state_dict(), strict=False)
     pixel_values = torch.randn(1, 3, 96, 64)
-    for ours, theirs in zip(backbone(pixel_values).feature_maps, model(pixel_values, output_hidden_states=True).hidden_states):
+    for ours, theirs in zip(
+        backbone(pixel_values).feature_maps, model(pixel_values, output_hidden_states=True).hidden_states
+    ):
         torch.testing.assert_close(ours, theirs)
 
 

@@ -53,8 +53,20 @@ def test_folder_contents(saved):
             if line.startswith(("import ", "from "))
         ]
         roots = {name.split(".")[0] for name in imports}
-        assert roots <= {"torch", "transformers", "numpy", "PIL", "json", "inspect", "re", "math", "collections",
-                         "dataclasses", "", "__future__"}, (code_file, roots)
+        assert roots <= {
+            "torch",
+            "transformers",
+            "numpy",
+            "PIL",
+            "json",
+            "inspect",
+            "re",
+            "math",
+            "collections",
+            "dataclasses",
+            "",
+            "__future__",
+        }, (code_file, roots)
 
 
 FRESH_PROCESS_CHECKS = """
