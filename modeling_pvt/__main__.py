@@ -4,18 +4,12 @@ Builds a preset (random weights) or loads a checkpoint folder, runs scikit-learn
 image processor and the model at two resolutions, and prints the four feature-map shapes and the top-5 classes."""
 
 import argparse
-import json
-from importlib import resources
 
 import torch
 from sklearn.datasets import load_sample_image
 
 from . import PRESETS, PvtConfig, PvtForImageClassification, PvtImageProcessor
-
-
-def imagenet_labels() -> dict[int, str]:
-    names = json.loads(resources.files(__package__).joinpath("imagenet_labels.json").read_text())
-    return {int(index): name for index, name in names.items()}
+from .conversion import imagenet_id2label
 
 
 def main(argv=None):
@@ -31,7 +25,7 @@ def main(argv=None):
         weights = args.model
     else:
         torch.manual_seed(0)
-        labels = imagenet_labels()
+        labels = imagenet_id2label()
         model = PvtForImageClassification(PvtConfig.from_preset(args.variant, id2label=labels))
         weights = f"{args.variant}, random weights (predictions are meaningless; use --model for a checkpoint)"
     model.eval()

@@ -22,6 +22,12 @@ PRESETS = {
 _PER_STAGE_FIELDS = ("hidden_sizes", "num_attention_heads", "mlp_ratios", "sr_ratios", "patch_sizes")
 
 
+def preset_name(name: str) -> str | None:
+    """The preset key for `name` ("small" or "pvt-small" -> "pvt-small"), or None when it names no preset."""
+    key = name if name.startswith("pvt-") else f"pvt-{name}"
+    return key if key in PRESETS else None
+
+
 class PvtConfig(BackboneConfigMixin, PretrainedConfig):
     r"""
     Configuration of a PVT v1 model. Defaults give PVT-Tiny.
@@ -93,8 +99,8 @@ class PvtConfig(BackboneConfigMixin, PretrainedConfig):
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "PvtConfig":
         """`PvtConfig.from_preset("pvt-small", num_labels=10)`; names: pvt-tiny, pvt-small, pvt-medium, pvt-large."""
-        key = name if name.startswith("pvt-") else f"pvt-{name}"
-        if key not in PRESETS:
+        key = preset_name(name)
+        if key is None:
             raise ValueError(f"Unknown PVT variant {name!r}. Known variants: {', '.join(PRESETS)}.")
         return cls(**{**PRESETS[key], **overrides})
 
@@ -155,4 +161,4 @@ class PvtConfig(BackboneConfigMixin, PretrainedConfig):
                 raise ValueError(f"PvtConfig: {name} must be in [0, 1), got {getattr(self, name)}.")
 
 
-__all__ = ["PvtConfig", "PRESETS"]
+__all__ = ["PvtConfig", "PRESETS", "preset_name"]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from .configuration_pvt import PRESETS, PvtConfig
+from .configuration_pvt import PRESETS, PvtConfig, preset_name
 from .image_processing_pvt import PvtImageProcessor
 from .modeling_pvt import (
     PvtForImageClassification,
@@ -226,7 +226,7 @@ def _architecture(checkpoint: Checkpoint, variant: str | None, config: PvtConfig
         if variant is not None:
             preset = PvtConfig.from_preset(variant)
             different = [
-                name for name in PRESETS[_preset_key(variant)] if getattr(config, name) != getattr(preset, name)
+                name for name in PRESETS[preset_name(variant)] if getattr(config, name) != getattr(preset, name)
             ]
             if different:
                 raise ConversionError(
@@ -244,10 +244,6 @@ def _architecture(checkpoint: Checkpoint, variant: str | None, config: PvtConfig
     if image_size is not None:
         config.image_size = image_size
     return config
-
-
-def _preset_key(variant: str) -> str:
-    return variant if variant.startswith("pvt-") else f"pvt-{variant}"
 
 
 def _labels(checkpoint: Checkpoint, config: PvtConfig, num_labels, id2label) -> tuple[dict, bool, str]:
@@ -278,8 +274,9 @@ def _labels(checkpoint: Checkpoint, config: PvtConfig, num_labels, id2label) -> 
     named = any(name != f"LABEL_{index}" for index, name in source_labels.items())
     if named and len(source_labels) == head_size:
         return dict(source_labels), False, "label names from the source config"
-    if head_size == len(imagenet_id2label()):
-        return imagenet_id2label(), False, "1000-way head: ImageNet-1k label names"
+    imagenet = imagenet_id2label()
+    if head_size == len(imagenet):
+        return imagenet, False, "1000-way head: ImageNet-1k label names"
     return (
         {index: f"LABEL_{index}" for index in range(head_size)},
         False,

@@ -137,16 +137,13 @@ def fast_linear(hidden_states: torch.Tensor, linear: nn.Linear, fused_gelu: bool
     """`linear(hidden_states)`, then exact (erf) GELU when `fused_gelu`, on the fastest exact kernel available."""
     if not _uses_onednn_linear(hidden_states, linear):
         output = linear(hidden_states)
-        return F.gelu(output) if fused_gelu else output
-    needs_grad = torch.is_grad_enabled() and (
-        hidden_states.requires_grad or any(p.requires_grad for p in linear.parameters())
-    )
-    if needs_grad:
+    elif torch.is_grad_enabled() and (hidden_states.requires_grad or any(p.requires_grad for p in linear.parameters())):
         output = _OneDnnLinearFunction.apply(hidden_states, linear.weight, linear.bias)
-        return F.gelu(output) if fused_gelu else output
-    # GELU's backward needs its input, so the activation is fused into the GEMM only when no gradient is recorded.
-    activation, algorithm = ("gelu", "none") if fused_gelu else ("none", "")
-    return torch.ops.mkldnn._linear_pointwise(hidden_states, linear.weight, linear.bias, activation, [], algorithm)
+    else:
+        # GELU's backward needs its input, so the activation is fused into the GEMM only when no gradient is recorded.
+        activation, algorithm = ("gelu", "none") if fused_gelu else ("none", "")
+        return torch.ops.mkldnn._linear_pointwise(hidden_states, linear.weight, linear.bias, activation, [], algorithm)
+    return F.gelu(output) if fused_gelu else output
 
 
 class PvtSpatialReductionAttention(nn.Module):

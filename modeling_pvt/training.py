@@ -32,7 +32,7 @@ from transformers import HfArgumentParser, PretrainedConfig, Trainer, TrainingAr
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .configuration_pvt import PRESETS, PvtConfig
+from .configuration_pvt import PRESETS, PvtConfig, preset_name
 from .data import DataError, DatasetArguments, LabeledSplits, TrainAugmentation, processor_size, with_transforms
 from .evaluation import ACCURACY_METRIC_PATH, TOP_K, plot_confusion_matrix
 from .hub import push_folder, save_hub_folder
@@ -231,7 +231,7 @@ def build_model_and_processor(model_args: ModelArguments, splits: LabeledSplits,
         image_size = model_args.image_size or (DIGITS_IMAGE_SIZE if is_digits else None)
         if image_size is not None:
             overrides["image_size"] = image_size  # position embeddings stored at the training grid
-        if model_args.config_name in PRESETS or f"pvt-{model_args.config_name}" in PRESETS:
+        if preset_name(model_args.config_name):
             config = PvtConfig.from_preset(model_args.config_name, **labels, **overrides)
         else:
             config = PvtConfig.from_json_file(model_args.config_name)
