@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 import transformers
 from torch.profiler import ProfilerActivity, profile
-from torch.utils.flop_counter import FlopCounterMode
 
 from .configuration_pvt import PRESETS, PvtConfig
+from .model_card import measure_model
 from .modeling_pvt import PvtBackbone, PvtForImageClassification, convert_native_config, convert_native_state_dict
 
 # Table 1 / Table 2 of the paper: parameters (millions) and GFLOPs (multiply-accumulates) at 224x224.
@@ -126,26 +126,6 @@ def our_backbone(config: PvtConfig, state_dict: dict, attn_implementation: str) 
         {key[len("pvt.") :]: value for key, value in state_dict.items() if key.startswith("pvt.encoder.")}
     )
     return model
-
-
-def count_flops(model: torch.nn.Module, pixel_values: torch.Tensor) -> int:
-    """FLOPs (2 per multiply-accumulate) of one forward pass, by `torch.utils.flop_counter.FlopCounterMode`: GEMMs,
-    convolutions and attention; normalisations and activations are not counted (nor are they in the paper)."""
-
-    def onednn_linear_flops(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
-        rows = 1
-        for size in input_shape[:-1]:
-            rows *= size
-        return 2 * rows * weight_shape[0] * weight_shape[1]
-
-    # Our oneDNN linear is a private op the counter does not know; count it exactly like the aten GEMM it replaces.
-    custom = {}
-    if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
-        custom[torch.ops.mkldnn._linear_pointwise] = onednn_linear_flops
-    counter = FlopCounterMode(display=False, custom_mapping=custom)
-    with counter, torch.no_grad():
-        model(pixel_values)
-    return counter.get_total_flops()
 
 
 # ---------------------------------------------------------------------------------------------------------- runners
@@ -412,17 +392,19 @@ def environment(settings: BenchmarkSettings) -> dict:
 
 
 def model_statistics(preset: str, settings: BenchmarkSettings) -> dict:
-    _, config, state_dict = paired_models(preset, settings.seed, **settings.config_overrides)
-    model = our_classifier(config, state_dict, "eager").eval()
-    flops = count_flops(model, torch.zeros(1, config.num_channels, *config.image_height_width))
+    config = PvtConfig(**convert_native_config(native_config(preset, **settings.config_overrides).to_dict()))
+    # The model cards' counter: FlopCounterMode on a weightless copy, so nothing is allocated or run for real.
+    with torch.device("meta"):
+        model = PvtForImageClassification(config)
+    measured = measure_model(model, config.image_height_width)
     return {
-        "parameters_m": sum(parameter.numel() for parameter in model.parameters()) / 1e6,
+        "parameters_m": measured["params"] / 1e6,
         # The paper's numbers describe the presets as published, not a preset with overridden dimensions.
         "paper_parameters_m": None if settings.config_overrides else PAPER_PARAMS_M.get(preset),
-        "gflops_per_image": flops / 1e9,
-        "gmacs_per_image": flops / 2e9,
+        "gflops_per_image": measured["gflops"],
+        "gmacs_per_image": measured["gmacs"],
         "paper_gflops": None if settings.config_overrides else PAPER_GFLOPS.get(preset),
-        "flop_counter": "torch.utils.flop_counter.FlopCounterMode, 1 image at the config's image_size",
+        "flop_counter": "torch.utils.flop_counter.FlopCounterMode, 1 image at the config's image_size, eager attention",
     }
 
 

@@ -23,6 +23,8 @@ from datasets import ClassLabel, Dataset, Features, IterableDataset, load_datase
 from datasets import Image as ImageFeature
 from PIL import Image, ImageEnhance, ImageOps
 
+from .image_processing_pvt import to_8_bit
+
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -281,11 +283,7 @@ def _check_label_range(labels: np.ndarray, num_classes: int, where: str) -> None
 def to_rgb(image: Image.Image) -> Image.Image:
     """RGB from any PIL mode: grayscale and palette are expanded, alpha is composited on white, and 16/32-bit
     images are scaled to 8 bit by their value range instead of being clipped to white."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        high = array.max()
-        scale = 255.0 / 65535.0 if high > 255 else 1.0
-        image = Image.fromarray((array * scale).clip(0, 255).astype(np.uint8), mode="L")
+    image = to_8_bit(image)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

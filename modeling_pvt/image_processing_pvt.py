@@ -5,11 +5,25 @@ Built on transformers' PIL/NumPy backend, so it needs neither torchvision nor a 
 import numpy as np
 from PIL import Image
 from transformers.image_processing_backends import PilBackend
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    PILImageResampling,
+)
 
 # The original evaluation transform resizes the shorter side to crop / 0.875 (256 for 224) before cropping.
 EVAL_CROP_FRACTION = 0.875
-_WIDE_INTEGER_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+_WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def to_8_bit(image: Image.Image) -> Image.Image:
+    """16/32-bit and float grayscale images scaled to 8 bit by their value range; PIL's own conversion to RGB
+    clips them at 255 (a white image). Other images are returned as they are."""
+    if image.mode not in _WIDE_MODES:
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    scale = 255.0 / 65535.0 if values.max() > 255 else 1.0
+    return Image.fromarray((values * scale).clip(0, 255).astype(np.uint8), mode="L")
 
 
 class PvtImageProcessor(PilBackend):
@@ -27,12 +41,8 @@ class PvtImageProcessor(PilBackend):
     do_convert_rgb = True
 
     def convert_to_rgb(self, image, input_data_format=None):
-        if isinstance(image, Image.Image) and image.mode in _WIDE_INTEGER_MODES:
-            # PIL clips 16-bit values at 255 when converting to RGB (a white image); keep the top 8 bits instead.
-            values = np.asarray(image, dtype=np.int64)
-            if values.max() > 255:
-                values = values >> 8
-            image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8))
+        if isinstance(image, Image.Image):
+            image = to_8_bit(image)
         return super().convert_to_rgb(image, input_data_format=input_data_format)
 
     @classmethod
@@ -46,4 +56,4 @@ class PvtImageProcessor(PilBackend):
         )
 
 
-__all__ = ["PvtImageProcessor"]
+__all__ = ["PvtImageProcessor", "to_8_bit"]

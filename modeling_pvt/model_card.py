@@ -126,8 +126,8 @@ def infer_variant(config) -> str | None:
     return None
 
 
-def measure_model(model, resolution: int = MEASURED_RESOLUTION) -> dict:
-    """Parameters and multiply-adds of one forward pass at `resolution`x`resolution`, batch 1.
+def measure_model(model, resolution: int | tuple[int, int] = MEASURED_RESOLUTION) -> dict:
+    """Parameters and multiply-adds of one forward pass at `resolution` (a side, or (height, width)), batch 1.
 
     Counted with `torch.utils.flop_counter.FlopCounterMode` on a weightless (meta-device) copy with eager
     attention, so the attention matmuls are counted and the user's model is neither run nor changed. That tool
@@ -138,7 +138,8 @@ def measure_model(model, resolution: int = MEASURED_RESOLUTION) -> dict:
         twin = type(model)(config)
     twin.set_attn_implementation("eager")
     twin.eval()
-    pixel_values = torch.empty(1, config.num_channels, resolution, resolution, device="meta")
+    height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
+    pixel_values = torch.empty(1, config.num_channels, height, width, device="meta")
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         twin(pixel_values)
     flops = counter.get_total_flops()

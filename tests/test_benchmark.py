@@ -9,7 +9,7 @@ import torch
 from modeling_pvt.benchmarking import (
     PAPER_GFLOPS,
     BenchmarkSettings,
-    count_flops,
+    model_statistics,
     main,
     our_classifier,
     paired_models,
@@ -78,9 +78,9 @@ def test_model_statistics_and_environment(results):
 
 
 def test_flop_count_matches_the_paper_for_pvt_tiny():
-    _, config, state_dict = paired_models("pvt-tiny")
-    flops = count_flops(our_classifier(config, state_dict, "eager").eval(), torch.zeros(1, 3, 224, 224))
-    assert flops / 2e9 == pytest.approx(PAPER_GFLOPS["pvt-tiny"], abs=0.05)
+    stats = model_statistics("pvt-tiny", BenchmarkSettings())
+    assert stats["gmacs_per_image"] == pytest.approx(PAPER_GFLOPS["pvt-tiny"], abs=0.05)
+    assert stats["paper_gflops"] == PAPER_GFLOPS["pvt-tiny"] and stats["parameters_m"] == pytest.approx(13.2, rel=0.005)
 
 
 def test_variants_built_from_one_config_keep_their_own_attention():
