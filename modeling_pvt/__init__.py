@@ -4,35 +4,47 @@
 from transformers import (
     AutoBackbone,
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForSemanticSegmentation,
 )
 
 from .configuration_pvt import PRESETS, PvtConfig
-from .image_processing_pvt import PvtImageProcessor
-from .modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel, PvtPreTrainedModel
+from .image_processing_pvt import PvtImageProcessor, PvtV1ImageProcessor
+from .modeling_pvt import (
+    PvtBackbone,
+    PvtForImageClassification,
+    PvtForSemanticSegmentation,
+    PvtModel,
+    PvtPreTrainedModel,
+)
 
 # exist_ok: the auto mappings look classes up by name, and transformers' native PVT also has a "PvtConfig". The
-# registration is keyed by our class object, so the native model keeps its own mapping. (AutoImageProcessor is
-# left to `auto_map`: its registration resolves the native processor by name and warns about torchvision.)
+# registration is keyed by our class object, so the native model keeps its own mapping.
 AutoConfig.register(PvtConfig.model_type, PvtConfig)
 AutoModel.register(PvtConfig, PvtModel, exist_ok=True)
 AutoModelForImageClassification.register(PvtConfig, PvtForImageClassification, exist_ok=True)
+AutoModelForSemanticSegmentation.register(PvtConfig, PvtForSemanticSegmentation, exist_ok=True)
 AutoBackbone.register(PvtConfig, PvtBackbone, exist_ok=True)
+AutoImageProcessor.register(PvtConfig, image_processor_classes={"pil": PvtV1ImageProcessor}, exist_ok=True)
 
 # `save_pretrained` then writes `auto_map` and copies the code files, making the folder Hub remote code.
 PvtConfig.register_for_auto_class()
 PvtModel.register_for_auto_class("AutoModel")
 PvtForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+PvtForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
 PvtBackbone.register_for_auto_class("AutoBackbone")
-PvtImageProcessor.register_for_auto_class("AutoImageProcessor")
+PvtV1ImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     "PRESETS",
     "PvtConfig",
     "PvtModel",
     "PvtForImageClassification",
+    "PvtForSemanticSegmentation",
     "PvtBackbone",
     "PvtImageProcessor",
+    "PvtV1ImageProcessor",
     "PvtPreTrainedModel",
 ]

@@ -49,6 +49,16 @@ class PvtConfig(BackboneConfigMixin, PretrainedConfig):
             embedding and spatial reduction); the original checkpoints use PyTorch's default there.
         initializer_range (`float`): std of the truncated normal used for Linear weights and embeddings.
         out_features / out_indices (`list`, optional): stages (`"stage1"`..`"stage4"`) returned by `PvtBackbone`.
+        last_stage_cls_token (`bool`, optional): whether the last stage prepends a CLS token to its tokens. `None`
+            (default) lets the model class decide as the original code does: the classifier and `PvtModel` use it
+            (ImageNet PVT), the dense models `PvtBackbone` and `PvtForSemanticSegmentation` do not (the original
+            segmentation/detection backbones add only `pos_embed4[:, 1:]` and attend over the spatial tokens).
+            Classifier checkpoints load either way: the stored CLS slot of the position embeddings is kept.
+        fpn_hidden_size (`int`, defaults to 256): channels of the FPN neck (lateral and output convolutions).
+        decoder_hidden_size (`int`, defaults to 128): channels of the Semantic FPN head's per-level branches.
+        classifier_dropout_prob (`float`, defaults to 0.1): `Dropout2d` before the segmentation classifier.
+        semantic_loss_ignore_index (`int`, defaults to 255): label value excluded from the segmentation loss
+            and metrics (ADE20K with reduced labels marks "other" with 255).
     """
 
     model_type = "pvt_v1"
@@ -73,6 +83,11 @@ class PvtConfig(BackboneConfigMixin, PretrainedConfig):
         initializer_range=0.02,
         out_features=None,
         out_indices=None,
+        last_stage_cls_token=None,
+        fpn_hidden_size=256,
+        decoder_hidden_size=128,
+        classifier_dropout_prob=0.1,
+        semantic_loss_ignore_index=255,
         **kwargs,
     ):
         self.num_channels = num_channels
@@ -91,6 +106,11 @@ class PvtConfig(BackboneConfigMixin, PretrainedConfig):
         self.layer_norm_eps = layer_norm_eps
         self.conv_layer_norm_eps = conv_layer_norm_eps
         self.initializer_range = initializer_range
+        self.last_stage_cls_token = last_stage_cls_token
+        self.fpn_hidden_size = fpn_hidden_size
+        self.decoder_hidden_size = decoder_hidden_size
+        self.classifier_dropout_prob = classifier_dropout_prob
+        self.semantic_loss_ignore_index = semantic_loss_ignore_index
         self._validate_architecture()
         self.stage_names = [f"stage{index}" for index in range(1, len(self.depths) + 1)]
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
@@ -123,6 +143,11 @@ class PvtConfig(BackboneConfigMixin, PretrainedConfig):
         height, width = self.image_height_width
         return height // stride, width // stride
 
+    def uses_cls_token(self, dense: bool) -> bool:
+        """Whether a model's last stage carries the CLS token: `last_stage_cls_token`, or by default not for dense
+        models (`dense=True`: backbone, segmentation) and yes for the classifier."""
+        return (not dense) if self.last_stage_cls_token is None else self.last_stage_cls_token
+
     @property
     def min_input_size(self) -> int:
         """Smallest input side for which every stage (and its key/value reduction) keeps at least one token."""
@@ -152,11 +177,16 @@ class PvtConfig(BackboneConfigMixin, PretrainedConfig):
             raise ValueError(
                 f"PvtConfig: the last stage carries the CLS token, so its sr_ratio must be 1 (got {self.sr_ratios[-1]})."
             )
+        if self.fpn_hidden_size <= 0 or self.decoder_hidden_size <= 0:
+            raise ValueError(
+                f"PvtConfig: fpn_hidden_size ({self.fpn_hidden_size}) and decoder_hidden_size "
+                f"({self.decoder_hidden_size}) must be positive."
+            )
         if self.num_channels <= 0 or min(self.image_height_width) <= 0:
             raise ValueError(
                 f"PvtConfig: num_channels ({self.num_channels}) and image_size ({self.image_size}) must be positive."
             )
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate", "classifier_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"PvtConfig: {name} must be in [0, 1), got {getattr(self, name)}.")
 

@@ -4,6 +4,7 @@ transformers, the standard library and `.configuration_pvt`."""
 
 import inspect
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +17,12 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneMixin
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_outputs import (
+    BackboneOutput,
+    BaseModelOutputWithPooling,
+    ImageClassifierOutput,
+    SemanticSegmenterOutput,
+)
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import cached_file
 
@@ -26,22 +32,24 @@ from .configuration_pvt import PvtConfig
 class PvtPatchEmbeddings(nn.Module):
     """Strided-conv patchify + LayerNorm + position embeddings resized from the grid they were trained on.
 
-    The last stage also prepends the CLS token; its position embedding is never resized."""
+    The last stage's position embeddings store a CLS slot first (as every PVT checkpoint does); it is used, never
+    resized, when that stage prepends the CLS token, and skipped by the dense models, which have no CLS token."""
 
-    def __init__(self, config, stage_index: int):
+    def __init__(self, config, stage_index: int, use_cls_token: bool):
         super().__init__()
         in_channels = config.num_channels if stage_index == 0 else config.hidden_sizes[stage_index - 1]
         hidden_size = config.hidden_sizes[stage_index]
         patch_size = config.patch_sizes[stage_index]
         self.grid = config.position_grid(stage_index)
-        has_cls_token = stage_index == config.num_stages - 1
-        self.num_prefix_tokens = int(has_cls_token)
+        is_last_stage = stage_index == config.num_stages - 1
+        self.num_cls_slots = int(is_last_stage)
+        self.num_prefix_tokens = int(is_last_stage and use_cls_token)
 
         self.proj = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size)
         self.norm = nn.LayerNorm(hidden_size, eps=config.conv_layer_norm_eps)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size)) if has_cls_token else None
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_size)) if self.num_prefix_tokens else None
         self.position_embeddings = nn.Parameter(
-            torch.zeros(1, self.num_prefix_tokens + self.grid[0] * self.grid[1], hidden_size)
+            torch.zeros(1, self.num_cls_slots + self.grid[0] * self.grid[1], hidden_size)
         )
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -55,13 +63,13 @@ class PvtPatchEmbeddings(nn.Module):
 
     def resized_position_embeddings(self, height: int, width: int) -> torch.Tensor:
         prefix = self.position_embeddings[:, : self.num_prefix_tokens]
-        grid = self.position_embeddings[:, self.num_prefix_tokens :]
+        grid = self.position_embeddings[:, self.num_cls_slots :]
         # Traced graphs always resize (bilinear to the same size is exact): the same graph then serves every input
         # size, instead of a shape guard that recompiles or specialises an exported model to one resolution.
         if torch.compiler.is_compiling() or torch.compiler.is_exporting() or (height, width) != self.grid:
             grid = grid.reshape(1, *self.grid, -1).permute(0, 3, 1, 2)
             grid = F.interpolate(grid, size=(height, width), mode="bilinear").flatten(2).transpose(1, 2)
-        return torch.cat((prefix, grid), dim=1)
+        return torch.cat((prefix, grid), dim=1) if self.num_prefix_tokens else grid
 
 
 def eager_attention_forward(
@@ -168,7 +176,9 @@ class PvtSpatialReductionAttention(nn.Module):
             self.sr = nn.Conv2d(hidden_size, hidden_size, kernel_size=self.sr_ratio, stride=self.sr_ratio)
             self.norm = nn.LayerNorm(hidden_size, eps=config.conv_layer_norm_eps)
 
-    def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch_size, seq_len, hidden_size = hidden_states.shape
         query = fast_linear(hidden_states, self.q).view(batch_size, seq_len, self.num_heads, self.head_dim)
         query = query.transpose(1, 2)
@@ -178,9 +188,13 @@ class PvtSpatialReductionAttention(nn.Module):
         key_value = fast_linear(hidden_states, self.kv).view(batch_size, -1, 2, self.num_heads, self.head_dim)
         key, value = key_value.permute(2, 0, 3, 1, 4)
 
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        # Fused kernels (sdpa, flash) never materialise the weights: a call that asks for them runs eager, the
+        # same attention within float rounding.
+        attention_interface: Callable = eager_attention_forward
+        if not output_attentions:
+            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
         attn_output, attn_weights = attention_interface(
             self,
             query,
@@ -244,28 +258,30 @@ class PvtBlock(GradientCheckpointingLayer):
         self.mlp = PvtMlp(config, stage_index)
         self.drop_path = PvtDropPath(drop_prob)
 
-    def forward(self, hidden_states: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attn_output, attn_weights = self.attn(self.norm1(hidden_states), height, width)
+    def forward(
+        self, hidden_states: torch.Tensor, height: int, width: int, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_output, attn_weights = self.attn(self.norm1(hidden_states), height, width, output_attentions)
         hidden_states = hidden_states + self.drop_path(attn_output)
         hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
         return hidden_states, attn_weights
 
 
 class PvtStage(nn.Module):
-    def __init__(self, config, stage_index: int):
+    def __init__(self, config, stage_index: int, use_cls_token: bool):
         super().__init__()
         first_block = sum(config.depths[:stage_index])
-        self.embeddings = PvtPatchEmbeddings(config, stage_index)
+        self.embeddings = PvtPatchEmbeddings(config, stage_index, use_cls_token)
         self.blocks = nn.ModuleList(
             PvtBlock(config, stage_index, first_block + offset) for offset in range(config.depths[stage_index])
         )
 
-    def forward(self, feature_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-        """Returns the stage's tokens (CLS first in the last stage), its NCHW map and per-block attentions."""
+    def forward(self, feature_map: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """Returns the stage's tokens (CLS first when it has one), its NCHW map and per-block attentions."""
         hidden_states, height, width = self.embeddings(feature_map)
         attentions = ()
         for block in self.blocks:
-            hidden_states, attn_weights = block(hidden_states, height, width)
+            hidden_states, attn_weights = block(hidden_states, height, width, output_attentions)
             attentions += (attn_weights,)
         spatial_tokens = hidden_states[:, self.embeddings.num_prefix_tokens :]
         # A view, not a copy: (B, H*W, C) read as a channels-last (B, C, H, W) map.
@@ -274,14 +290,14 @@ class PvtStage(nn.Module):
 
 
 class PvtEncoder(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, use_cls_token: bool):
         super().__init__()
-        self.stages = nn.ModuleList(PvtStage(config, index) for index in range(config.num_stages))
+        self.stages = nn.ModuleList(PvtStage(config, index, use_cls_token) for index in range(config.num_stages))
 
-    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, tuple, tuple]:
+    def forward(self, pixel_values: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor, tuple, tuple]:
         feature_map, feature_maps, attentions = pixel_values, (), ()
         for stage in self.stages:
-            hidden_states, feature_map, stage_attentions = stage(feature_map)
+            hidden_states, feature_map, stage_attentions = stage(feature_map, output_attentions)
             feature_maps += (feature_map,)
             attentions += stage_attentions
         return hidden_states, feature_maps, attentions
@@ -392,6 +408,7 @@ _AUTO_MAP = {
     "AutoModel": "modeling_pvt.PvtModel",
     "AutoModelForImageClassification": "modeling_pvt.PvtForImageClassification",
     "AutoBackbone": "modeling_pvt.PvtBackbone",
+    "AutoModelForSemanticSegmentation": "modeling_pvt.PvtForSemanticSegmentation",
 }
 _CONFIG_KWARGS = (set(inspect.signature(PvtConfig.__init__).parameters) - {"self", "kwargs"}) | {
     "num_labels",
@@ -457,18 +474,19 @@ class PvtPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
+        """PVT's truncated normal for Linear layers and embeddings; transformers' defaults for everything else
+        (convolutions: N(0, initializer_range), as its UperNet head does; norms, BatchNorm statistics)."""
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
         elif isinstance(module, PvtPatchEmbeddings):
             init.trunc_normal_(module.position_embeddings, std=std)
             if module.cls_token is not None:
                 init.trunc_normal_(module.cls_token, std=std)
+        else:
+            super()._init_weights(module)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -533,19 +551,13 @@ class PvtPreTrainedModel(PreTrainedModel):
             ),
             return_dict=self.config.return_dict if return_dict is None else return_dict,
         )
-        if requests.output_attentions and self.config._attn_implementation != "eager":
-            raise ValueError(
-                f"output_attentions=True needs eager attention, but this model uses "
-                f"{self.config._attn_implementation!r}. Load it with attn_implementation='eager' "
-                "or call model.set_attn_implementation('eager')."
-            )
         return requests
 
 
 class PvtModel(PvtPreTrainedModel):
     def __init__(self, config: PvtConfig):
         super().__init__(config)
-        self.encoder = PvtEncoder(config)
+        self.encoder = PvtEncoder(config, use_cls_token=config.uses_cls_token(dense=False))
         self.norm = nn.LayerNorm(config.hidden_sizes[-1], eps=config.layer_norm_eps)
         self.post_init()
 
@@ -558,16 +570,18 @@ class PvtModel(PvtPreTrainedModel):
     ) -> BaseModelOutputWithPooling | tuple:
         r"""
         Returns `last_hidden_state` (B, 1 + H/32*W/32, C4): the final-normed tokens of the last stage, CLS first;
-        `pooler_output` (B, C4): the normed CLS token; `hidden_states`: the four stages' NCHW maps (strides
-        4/8/16/32) when `output_hidden_states`; `attentions`: one (B, heads, N, N_reduced) tensor per block when
-        `output_attentions` (eager attention only).
+        `pooler_output` (B, C4): the normed CLS token (the mean of the tokens when `last_stage_cls_token=False`);
+        `hidden_states`: the four stages' NCHW maps (strides 4/8/16/32) when `output_hidden_states`; `attentions`:
+        one (B, heads, N, N_reduced) tensor per block when `output_attentions` (computed with eager attention for
+        that call when the model uses sdpa).
         """
         requests = self._requests(output_attentions, output_hidden_states, return_dict)
-        hidden_states, feature_maps, attentions = self.encoder(self._checked(pixel_values))
+        hidden_states, feature_maps, attentions = self.encoder(self._checked(pixel_values), requests.output_attentions)
         last_hidden_state = self.norm(hidden_states)
+        has_cls_token = self.encoder.stages[-1].embeddings.num_prefix_tokens
         output = BaseModelOutputWithPooling(
             last_hidden_state=last_hidden_state,
-            pooler_output=last_hidden_state[:, 0],
+            pooler_output=last_hidden_state[:, 0] if has_cls_token else last_hidden_state.mean(dim=1),
             hidden_states=feature_maps if requests.output_hidden_states else None,
             attentions=attentions if requests.output_attentions else None,
         )
@@ -616,15 +630,23 @@ class PvtForImageClassification(PvtPreTrainedModel):
         return output if requests.return_dict else output.to_tuple()
 
 
-class PvtBackbone(BackboneMixin, PvtPreTrainedModel):
-    """Multi-scale NCHW feature maps (strides 4/8/16/32) for detection and segmentation heads."""
+# Parts of other checkpoints that a dense model has no use for: the classifier's final norm and head, the CLS token
+# (dense models attend over spatial tokens only), and a segmentation model's neck and head.
+_NOT_IN_DENSE_BACKBONE = [r"^norm\.", r"^classifier\.", r"\.cls_token$", r"^neck\.", r"^decode_head\."]
 
-    _keys_to_ignore_on_load_unexpected = [r"^norm\.", r"^classifier\."]
+
+class PvtBackbone(BackboneMixin, PvtPreTrainedModel):
+    """Multi-scale NCHW feature maps (strides 4/8/16/32) for detection and segmentation heads.
+
+    By default the last stage has no CLS token, as in the original segmentation/detection backbones; set
+    `last_stage_cls_token=True` in the config for the classifier's stage 4 (this class's behaviour before 0.2)."""
+
+    _keys_to_ignore_on_load_unexpected = _NOT_IN_DENSE_BACKBONE
 
     def __init__(self, config: PvtConfig):
         super().__init__(config)
         self.num_features = list(config.hidden_sizes)
-        self.encoder = PvtEncoder(config)
+        self.encoder = PvtEncoder(config, use_cls_token=config.uses_cls_token(dense=True))
         self.post_init()
 
     def forward(
@@ -635,9 +657,126 @@ class PvtBackbone(BackboneMixin, PvtPreTrainedModel):
         return_dict: bool | None = None,
     ) -> BackboneOutput | tuple:
         requests = self._requests(output_attentions, output_hidden_states, return_dict)
-        _, feature_maps, attentions = self.encoder(self._checked(pixel_values))
+        _, feature_maps, attentions = self.encoder(self._checked(pixel_values), requests.output_attentions)
         output = BackboneOutput(
             feature_maps=tuple(feature_maps[index] for index in self.out_indices),
+            hidden_states=feature_maps if requests.output_hidden_states else None,
+            attentions=attentions if requests.output_attentions else None,
+        )
+        return output if requests.return_dict else output.to_tuple()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Semantic FPN (Kirillov et al., 2019) as the paper's mmseg config builds it: FPN neck + FPNHead.
+
+
+class PvtFpnNeck(nn.Module):
+    """1x1 lateral convs to a common width, a nearest-neighbour top-down pathway, then a 3x3 conv per level.
+    No norm, no activation (mmseg's `FPN` with its defaults)."""
+
+    def __init__(self, config):
+        super().__init__()
+        width = config.fpn_hidden_size
+        self.lateral_convs = nn.ModuleList(nn.Conv2d(channels, width, kernel_size=1) for channels in config.hidden_sizes)
+        self.fpn_convs = nn.ModuleList(
+            nn.Conv2d(width, width, kernel_size=3, padding=1) for _ in config.hidden_sizes
+        )
+
+    def forward(self, feature_maps: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        laterals = [conv(feature_map) for conv, feature_map in zip(self.lateral_convs, feature_maps)]
+        for level in range(len(laterals) - 1, 0, -1):
+            finer = laterals[level - 1]
+            laterals[level - 1] = finer + F.interpolate(laterals[level], size=finer.shape[-2:], mode="nearest")
+        return [conv(lateral) for conv, lateral in zip(self.fpn_convs, laterals)]
+
+
+class PvtConvBatchNormRelu(nn.Sequential):
+    """mmcv's ConvModule with BatchNorm and ReLU: a 3x3 conv without bias (the norm has one)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+        self.batch_norm = nn.BatchNorm2d(out_channels)
+        self.activation = nn.ReLU()
+
+
+class PvtSemanticFpnHead(nn.Module):
+    """mmseg's `FPNHead`: per level, max(1, log2(stride / 4)) x [conv-BN-ReLU, x2 bilinear upsample] (no upsample
+    at the finest level), the levels resized to the finest one and summed, then Dropout2d and a 1x1 classifier.
+
+    The branches are `nn.Sequential`s with the upsampling layers in them, so that parameter indices are mmseg's."""
+
+    def __init__(self, config):
+        super().__init__()
+        width = config.decoder_hidden_size
+        strides = [config.stage_stride(index) for index in range(config.num_stages)]
+        self.scale_heads = nn.ModuleList()
+        for stride in strides:
+            layers = []
+            for repeat in range(max(1, int(math.log2(stride) - math.log2(strides[0])))):
+                layers.append(PvtConvBatchNormRelu(config.fpn_hidden_size if repeat == 0 else width, width))
+                if stride != strides[0]:
+                    layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+            self.scale_heads.append(nn.Sequential(*layers))
+        self.dropout = nn.Dropout2d(config.classifier_dropout_prob)
+        self.classifier = nn.Conv2d(width, config.num_labels, kernel_size=1)
+
+    def forward(self, fpn_maps: list[torch.Tensor]) -> torch.Tensor:
+        output = self.scale_heads[0](fpn_maps[0])
+        for scale_head, fpn_map in zip(self.scale_heads[1:], fpn_maps[1:]):
+            # Inputs whose size is not a multiple of 32 give coarse maps that, doubled, miss the finest map by a pixel.
+            output = output + F.interpolate(
+                scale_head(fpn_map), size=output.shape[-2:], mode="bilinear", align_corners=False
+            )
+        return self.classifier(self.dropout(output))
+
+
+class PvtForSemanticSegmentation(PvtPreTrainedModel):
+    """PVT + Semantic FPN, the paper's segmentation model: `logits` at 1/4 of the input size."""
+
+    _keys_to_ignore_on_load_unexpected = [r"^norm\.", r"^classifier\.", r"\.cls_token$"]
+
+    def __init__(self, config: PvtConfig):
+        super().__init__(config)
+        self.encoder = PvtEncoder(config, use_cls_token=config.uses_cls_token(dense=True))
+        self.neck = PvtFpnNeck(config)
+        self.decode_head = PvtSemanticFpnHead(config)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> SemanticSegmenterOutput | tuple:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size, height, width)`, *optional*):
+            Class index per pixel; `config.semantic_loss_ignore_index` (255) marks pixels without a label. The loss is
+            the cross-entropy of the logits upsampled bilinearly to the labels' size.
+
+        Returns `logits` (B, num_labels, H/4, W/4) (rounded down), the four backbone maps as `hidden_states` and the
+        attentions as for `PvtModel`. `image_processor.post_process_semantic_segmentation` turns logits into maps.
+        """
+        requests = self._requests(output_attentions, output_hidden_states, return_dict)
+        _, feature_maps, attentions = self.encoder(self._checked(pixel_values), requests.output_attentions)
+        logits = self.decode_head(self.neck(feature_maps))
+        loss = None
+        if labels is not None:
+            if self.config.num_labels < 2:
+                raise ValueError(
+                    f"Semantic segmentation needs num_labels >= 2 (got {self.config.num_labels}): give the config "
+                    "the number of classes, background included."
+                )
+            upsampled = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+            ignore_index = self.config.semantic_loss_ignore_index
+            pixel_losses = F.cross_entropy(upsampled.float(), labels.long(), ignore_index=ignore_index, reduction="sum")
+            # The mean over labelled pixels; a batch (crop) without any is a zero loss rather than 0/0 = NaN.
+            loss = pixel_losses / (labels != ignore_index).sum().clamp(min=1)
+        output = SemanticSegmenterOutput(
+            loss=loss,
+            logits=logits,
             hidden_states=feature_maps if requests.output_hidden_states else None,
             attentions=attentions if requests.output_attentions else None,
         )
@@ -649,6 +788,7 @@ __all__ = [
     "PvtModel",
     "PvtForImageClassification",
     "PvtBackbone",
+    "PvtForSemanticSegmentation",
     "convert_original_state_dict",
     "convert_native_state_dict",
     "convert_native_config",

@@ -69,11 +69,19 @@ def test_attentions_with_eager(config):
         torch.testing.assert_close(attention.sum(-1), torch.ones(attention.shape[:-1]))
 
 
-def test_output_attentions_needs_eager(config):
-    model = PvtModel(config).eval()
+def test_output_attentions_under_sdpa_uses_eager_for_that_call(config):
+    model = PvtForImageClassification(config).eval()
+    pixel_values = torch.randn(2, 3, 64, 96)
+    model.set_attn_implementation("eager")
+    eager = model(pixel_values, output_attentions=True)
     model.set_attn_implementation("sdpa")
-    with pytest.raises(ValueError, match="attn_implementation='eager'"):
-        model(torch.randn(1, 3, 64, 64), output_attentions=True)
+    sdpa = model(pixel_values, output_attentions=True)
+    assert model.config._attn_implementation == "sdpa"
+    assert len(sdpa.attentions) == sum(config.depths)
+    for ours, reference in zip(sdpa.attentions, eager.attentions):
+        torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(sdpa.logits, eager.logits, atol=1e-5, rtol=1e-5)
+    assert model(pixel_values).attentions is None
 
 
 def test_eager_and_sdpa_agree(config):
@@ -112,15 +120,22 @@ def test_backbone_default_and_selected_stages():
     assert [f.shape[1] for f in feature_maps] == [16, 64] and len(hidden_states) == 4
 
 
-def test_backbone_maps_equal_model_hidden_states(config):
+def test_backbone_drops_the_cls_token_only_in_stage_4(config):
+    """Dense default: stages 1-3 are the classifier's, stage 4 attends without the CLS token (which changes it)."""
     model = PvtModel(config).eval()
-    backbone = PvtBackbone(tiny_config(out_indices=[0, 1, 2, 3])).eval()
-    backbone.load_state_dict(model.state_dict(), strict=False)
+    dense = PvtBackbone(tiny_config(out_indices=[0, 1, 2, 3])).eval()
+    missing, unexpected = dense.load_state_dict(model.state_dict(), strict=False)
+    assert missing == [] and sorted(unexpected) == ["encoder.stages.3.embeddings.cls_token", "norm.bias", "norm.weight"]
+    with_cls = PvtBackbone(tiny_config(out_indices=[0, 1, 2, 3], last_stage_cls_token=True)).eval()
+    with_cls.load_state_dict(model.state_dict(), strict=False)
     pixel_values = torch.randn(1, 3, 96, 64)
-    for ours, theirs in zip(
-        backbone(pixel_values).feature_maps, model(pixel_values, output_hidden_states=True).hidden_states
-    ):
+    reference = model(pixel_values, output_hidden_states=True).hidden_states
+    dense_maps, with_cls_maps = dense(pixel_values).feature_maps, with_cls(pixel_values).feature_maps
+    for stage in range(3):
+        torch.testing.assert_close(dense_maps[stage], reference[stage])
+    for ours, theirs in zip(with_cls_maps, reference):
         torch.testing.assert_close(ours, theirs)
+    assert (dense_maps[3] - reference[3]).abs().max() > 1e-3
 
 
 def test_classification_losses():

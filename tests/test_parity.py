@@ -77,7 +77,7 @@ def test_base_model_and_backbone_load_native_folders(native_folder):
     native, folder = native_folder
     pixel_values = torch.randn(1, 3, 224, 224)
     base = PvtModel.from_pretrained(folder).eval()
-    backbone = PvtBackbone.from_pretrained(folder, out_features=["stage1", "stage4"]).eval()
+    backbone = PvtBackbone.from_pretrained(folder, out_features=["stage1", "stage4"], last_stage_cls_token=True).eval()
     with torch.inference_mode():
         theirs = native.pvt(pixel_values).last_hidden_state
         torch.testing.assert_close(base(pixel_values).last_hidden_state, theirs, atol=TOLERANCE, rtol=0)
