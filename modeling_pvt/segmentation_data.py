@@ -49,6 +49,7 @@ GRID_DIGITS_NAME = "grid-digits"
 GRID_CANVAS = 64
 GRID_CELL = 32
 GRID_JITTER = 4
+_HAZE = 0.2
 GRID_TRAIN_CANVASES = 5000
 GRID_EVAL_CANVASES = 500
 # Fixed like the digit split itself, so that every run trains and evaluates on the same canvases.
@@ -85,6 +86,8 @@ def draw_grid_digits(
     Digits are drawn from `pool` in shuffled rounds, so every one of them is used about equally often."""
     rng = np.random.default_rng(seed)
     strokes = dilate(intensities > 0.5)
+    # The upscaled digits have a faint haze around the strokes; without this floor it paints a visible box.
+    alphas = ((intensities - _HAZE) / (1 - _HAZE)).clip(0, 1)
     order = itertools.chain.from_iterable(rng.permutation(pool) for _ in itertools.count())
     images = np.empty((count, GRID_CANVAS, GRID_CANVAS, 3), np.uint8)
     masks = np.zeros((count, GRID_CANVAS, GRID_CANVAS), np.uint8)
@@ -99,7 +102,7 @@ def draw_grid_digits(
             # The part of the 32x32 digit that falls on the canvas.
             y0, x0 = max(top, 0), max(left, 0)
             y1, x1 = min(top + GRID_CELL, GRID_CANVAS), min(left + GRID_CELL, GRID_CANVAS)
-            alpha = intensities[digit, y0 - top : y1 - top, x0 - left : x1 - left, None]
+            alpha = alphas[digit, y0 - top : y1 - top, x0 - left : x1 - left, None]
             colour = rng.uniform(0.6, 1.0, 3)
             canvas[y0:y1, x0:x1] = canvas[y0:y1, x0:x1] * (1 - alpha) + colour * alpha
             stroke = strokes[digit, y0 - top : y1 - top, x0 - left : x1 - left]
