@@ -21,7 +21,10 @@ CLASSIFICATION_FIGURES = {
 }
 SEGMENTATION_FIGURES = {
     "loss_curve.png": LOSS_FIGURE,
-    "miou_curve.png": ("Eval mean IoU and pixel accuracy", (("eval_mean_iou", "mean IoU"), ("eval_overall_accuracy", "pixel accuracy"))),
+    "miou_curve.png": (
+        "Eval mean IoU and pixel accuracy",
+        (("eval_mean_iou", "mean IoU"), ("eval_overall_accuracy", "pixel accuracy")),
+    ),
 }
 # Colours of the first classes, far apart from each other: matplotlib's tab20 (strong half first), its greys
 # swapped for yellows because overlays are drawn on a grey image.

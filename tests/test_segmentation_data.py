@@ -293,3 +293,23 @@ def test_collator_pads_variable_sizes_with_ignored_labels():
     assert batch["labels"].shape == (2, 64, 64) and batch["labels"].dtype == torch.int64
     assert (batch["labels"][0, 40:] == 255).all() and (batch["labels"][0, :40, 50:] == 255).all()
     assert (batch["pixel_values"][0, :, 40:] == 0).all() and (batch["labels"][1, :, :30] == 0).all()
+
+
+def test_ade20k_recipe_parses_into_data_and_training_arguments():
+    from pathlib import Path
+
+    from transformers import HfArgumentParser, TrainingArguments
+
+    from modeling_pvt.training import recipe_to_flags
+
+    recipe = Path(__file__).parents[1] / "configuration" / "recipes" / "ade20k-semfpn-pvt-small.yaml"
+    parser = HfArgumentParser((SegmentationDataArguments, TrainingArguments))
+    data, training, model_flags = parser.parse_args_into_dataclasses(
+        args=recipe_to_flags(recipe) + ["--use_cpu", "true", "--bf16", "false"], return_remaining_strings=True
+    )
+    assert model_flags == ["--config_name", "pvt-small"]  # the model arguments are the script's
+    assert data.train_scale == [2048, 512] and data.train_ratio_range == [0.5, 2.0] and data.do_reduce_labels
+    augmentation = SegmentationAugmentation.from_arguments(data)
+    assert augmentation.crop_size == 512 and augmentation.cat_max_ratio == 0.75 and augmentation.photometric_distortion
+    assert training.lr_scheduler_type == "polynomial" and training.lr_scheduler_kwargs == {"power": 0.9, "lr_end": 0.0}
+    assert (training.learning_rate, training.weight_decay, training.max_steps) == (1e-4, 1e-4, 80000)
