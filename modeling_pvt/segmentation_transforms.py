@@ -236,8 +236,7 @@ class SegmentationCollator:
     sizes (eval of natural images) are padded at the bottom/right to the largest, rounded up to a multiple of
     `pad_to_multiple_of` (which also lifts tiny images to the model's 32-px minimum): pixels with 0 (the mean colour
     after normalisation), labels with the ignore index, so padding never counts in the loss or the metric. The
-    model does see the padding as context near those edges; evaluate with batch size 1 for mmsegmentation's exact
-    per-image protocol."""
+    model does see the padding as context near those edges; evaluate with batch size 1 to avoid it."""
 
     pad_to_multiple_of: int = 32
     ignore_index: int = IGNORE_INDEX
