@@ -1,11 +1,12 @@
-"""Scoring segmentation with Trainer: full-resolution predictions from the logits, and mean IoU accumulated batch by
-batch (`TrainingArguments(batch_eval_metrics=True)`), so evaluation memory does not grow with the dataset.
+"""Scoring segmentation with Trainer in constant memory: each process turns its logits into per-image pixel counts
+(`preprocess_logits_for_metrics`) before Trainer gathers them, and the counts are summed into mean IoU.
 
+    metric = StreamingMeanIoU(label_names)
     trainer = Trainer(..., args=TrainingArguments(..., batch_eval_metrics=True),
-                      preprocess_logits_for_metrics=predicted_labels,
-                      compute_metrics=StreamingMeanIoU(label_names))
+                      preprocess_logits_for_metrics=metric.preprocess_logits, compute_metrics=metric)
 
-Use `trainer.evaluate`, not `trainer.predict`: predict keeps every prediction map in memory whatever the flag says.
+Counts rather than prediction maps cross the processes, so images of any size gather as tensors of one shape, and
+with `batch_eval_metrics` nothing is kept between batches (without it Trainer keeps 4 x num_labels counts per image).
 """
 
 from __future__ import annotations
@@ -28,22 +29,15 @@ def upsampled_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
 
 
-def predicted_labels(logits, labels: torch.Tensor) -> torch.Tensor:
-    """`preprocess_logits_for_metrics`: the class id per pixel at the labels' full resolution (int64 (B, H, W)),
-    which is all the metric needs, instead of K float maps per image."""
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return upsampled_logits(logits, labels.shape[-2:]).argmax(dim=1)
-
-
 def _metric_key(name: str) -> str:
     return re.sub(r"\W+", "_", name.strip()).strip("_").lower()
 
 
 class StreamingMeanIoU:
-    """`compute_metrics` for Trainer with `batch_eval_metrics=True`: adds each batch's pixel counts and returns the
-    scores when Trainer says the last batch has come. Returns `mean_iou`, `mean_accuracy`, `overall_accuracy` and
-    `iou_<class name>` per class (NaN for a class absent from both predictions and references)."""
+    """`preprocess_logits_for_metrics` and `compute_metrics` for Trainer: `preprocess_logits` counts each image's
+    pixels, `__call__` adds the counts and returns the scores when Trainer says the last batch has come:
+    `mean_iou`, `mean_accuracy`, `overall_accuracy` and `iou_<class name>` per class (NaN for a class absent from
+    both predictions and references)."""
 
     def __init__(self, label_names: list[str], ignore_index: int = IGNORE_INDEX):
         self.label_names = list(label_names)
@@ -51,11 +45,21 @@ class StreamingMeanIoU:
         self.metric = evaluate.load(str(MEAN_IOU_METRIC_PATH))
         self.total = np.zeros((4, len(self.label_names)), dtype=np.int64)
 
-    def add(self, predictions, references) -> None:
-        predictions, references = _numpy(predictions), _numpy(references)
-        # Trainer pads labels across processes with -100; those pixels are as unlabeled as the ignore index.
+    def preprocess_logits(self, logits, labels: torch.Tensor) -> torch.Tensor:
+        """int64 (B, 4, num_labels): per image, the metric's pixel counts of the prediction at the labels' full
+        resolution."""
+        if isinstance(logits, tuple):
+            logits = logits[0]
+        # Trainer pads labels at the bottom with -100 rows to the tallest batch of all processes; the logits were
+        # computed without those rows, so they are upsampled to the unpadded height.
+        labelled_rows = (labels != -100).any(dim=-1).any(dim=0).nonzero()
+        height = int(labelled_rows.max()) + 1 if len(labelled_rows) else labels.shape[1]
+        predictions = upsampled_logits(logits, (height, labels.shape[-1])).argmax(dim=1).cpu().numpy()
+        references = labels[:, :height].cpu().numpy()
         references = np.where(references < 0, self.ignore_index, references)
-        self.total += self.metric.areas(predictions, references, len(self.label_names), self.ignore_index)
+        num_labels = len(self.label_names)
+        counts = [self.metric.areas([p], [r], num_labels, self.ignore_index) for p, r in zip(predictions, references)]
+        return torch.from_numpy(np.stack(counts)).to(logits.device)
 
     def result(self) -> dict:
         """The scores of everything added since the last result; starts a new count."""
@@ -67,7 +71,7 @@ class StreamingMeanIoU:
         return results
 
     def __call__(self, eval_prediction, compute_result: bool = True) -> dict | None:
-        self.add(eval_prediction.predictions, eval_prediction.label_ids)
+        self.total += _numpy(eval_prediction.predictions).reshape(-1, *self.total.shape).sum(axis=0)
         return self.result() if compute_result else None
 
 
@@ -75,4 +79,4 @@ def _numpy(values) -> np.ndarray:
     return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
 
 
-__all__ = ["MEAN_IOU_METRIC_PATH", "StreamingMeanIoU", "predicted_labels", "upsampled_logits"]
+__all__ = ["MEAN_IOU_METRIC_PATH", "StreamingMeanIoU", "upsampled_logits"]

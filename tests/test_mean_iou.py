@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import confusion_matrix
 from transformers import EvalPrediction
 
-from modeling_pvt.segmentation_metrics import MEAN_IOU_METRIC_PATH, StreamingMeanIoU, predicted_labels
+from modeling_pvt.segmentation_metrics import MEAN_IOU_METRIC_PATH, StreamingMeanIoU
 
 
 @pytest.fixture(scope="module")
@@ -62,20 +62,21 @@ def test_bad_inputs_are_named(metric):
         metric.compute(predictions=[[[0, 1]]], references=[[[255, 255]]], num_labels=2)
 
 
-def test_streaming_counts_equal_one_computation_and_drop_trainer_padding(metric):
+def test_streaming_counts_equal_one_computation(metric):
     rng = np.random.default_rng(1)
-    batches = [(rng.integers(0, 3, (2, 6, 5)), rng.integers(0, 3, (2, 6, 5))) for _ in range(3)]
     streaming = StreamingMeanIoU(["background", "cat", "dog"])
-    for index, (predictions, references) in enumerate(batches):
-        padded = np.pad(references, [(0, 0), (0, 2), (0, 0)], constant_values=-100)  # as pad_across_processes does
-        padded_predictions = np.pad(predictions, [(0, 0), (0, 2), (0, 0)])
-        result = streaming(EvalPrediction(padded_predictions, padded), compute_result=index == len(batches) - 1)
-        assert (result is None) == (index < len(batches) - 1)
-    whole = metric.compute(
-        predictions=[p for batch, _ in batches for p in batch],
-        references=[r for _, batch in batches for r in batch],
-        num_labels=3,
-    )
+    predictions, references = [], []
+    for index in range(3):
+        height = 6 + 2 * index  # batches of different sizes, as natural images have
+        logits = torch.from_numpy(rng.normal(size=(2, 3, height, 5))).float()
+        labels = torch.from_numpy(np.where(rng.random((2, height, 5)) < 0.1, 255, rng.integers(0, 3, (2, height, 5))))
+        counts = streaming.preprocess_logits((logits,), labels)
+        assert counts.shape == (2, 4, 3) and counts.dtype == torch.int64
+        result = streaming(EvalPrediction(counts, labels), compute_result=index == 2)
+        assert (result is None) == (index < 2)
+        predictions += list(logits.argmax(dim=1).numpy())  # same size: upsampling changes nothing
+        references += list(labels.numpy())
+    whole = metric.compute(predictions=predictions, references=references, num_labels=3)
     assert result["mean_iou"] == pytest.approx(whole["mean_iou"])
     assert result["overall_accuracy"] == pytest.approx(whole["overall_accuracy"])
     assert [result[f"iou_{name}"] for name in ("background", "cat", "dog")] == pytest.approx(
@@ -84,11 +85,15 @@ def test_streaming_counts_equal_one_computation_and_drop_trainer_padding(metric)
     assert streaming.total.sum() == 0  # a new evaluation starts from zero
 
 
-def test_predicted_labels_are_at_the_labels_full_resolution():
-    logits = torch.zeros(2, 4, 3, 3)
-    logits[0, 2] = 1.0
-    logits[1, 3, :, 2] = 5.0  # the right third of the second image
-    predicted = predicted_labels((logits,), torch.zeros(2, 12, 12, dtype=torch.long))
-    assert predicted.shape == (2, 12, 12) and predicted.dtype == torch.int64
-    assert (predicted[0] == 2).all()
-    assert (predicted[1, :, -3:] == 3).all() and (predicted[1, :, :3] == 0).all()
+def test_counts_are_taken_at_full_resolution_without_trainers_padding_rows():
+    streaming = StreamingMeanIoU(["a", "b", "c", "d"])
+    logits = torch.zeros(1, 4, 3, 3)
+    logits[0, 3, :, 2] = 5.0  # the right third of the image is class 3, the rest class 0
+    labels = torch.zeros(1, 12, 12, dtype=torch.long)
+    labels[0, :, 8:] = 3
+    padded = torch.cat([labels, torch.full((1, 4, 12), -100)], dim=1)  # as Trainer pads labels across processes
+    counts = streaming.preprocess_logits(logits, padded)[0]
+    assert counts[3].tolist() == [12 * 8, 0, 0, 12 * 4]  # reference areas: no padding row counted
+    assert counts[2].sum() == 12 * 12  # predictions upsampled to the 12 unpadded rows
+    # Bilinear upsampling puts the class boundary midway between the logits' column centres: columns 6..11.
+    assert counts[2, 3] == 12 * 6 and counts[0, 3] == 12 * 4
