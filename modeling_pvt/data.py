@@ -19,7 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, Features, IterableDataset, load_dataset
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    IterableDataset,
+    IterableDatasetDict,
+    load_dataset,
+)
 from datasets import Image as ImageFeature
 from PIL import Image, ImageEnhance, ImageOps
 
@@ -33,7 +41,8 @@ DIGITS_NAME = "sklearn-digits"
 # evaluation compares on exactly the same 360 images.
 DIGITS_SPLIT_SEED = 0
 HELD_OUT_FRACTION = 0.2
-_CORRUPT_NAMES_SHOWN = 5
+_SKIPPED_NAMES_SHOWN = 5
+CORRUPT_FIX = "Delete or re-export them to use them."
 
 
 class DataError(ValueError):
@@ -42,7 +51,8 @@ class DataError(ValueError):
 
 @dataclass
 class LabeledSplits:
-    """Train/eval splits with `image` and `label` columns, plus the class names in label-id order."""
+    """Train/eval splits with `image` and `label` columns (a class id, or for segmentation a mask image), plus the
+    class names in label-id order."""
 
     train: Dataset | IterableDataset | None
     eval: Dataset | IterableDataset
@@ -61,23 +71,28 @@ class LabeledSplits:
 # --------------------------------------------------------------------------------------------------------- sources
 
 
-def load_digits_splits(image_size: int = 32) -> LabeledSplits:
-    """scikit-learn's bundled 8x8 handwritten digits (1797 images, shipped with scikit-learn, no network), upscaled
-    to `image_size` RGB images; a fixed stratified 80/20 train/held-out split."""
+def upscaled_digits(image_size: int) -> tuple[list[Image.Image], np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 handwritten digits (1797, shipped with scikit-learn, no network) as grayscale
+    `image_size` images, their classes, and the fixed stratified 80/20 (train, held-out) index split that every task
+    built on them shares."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     # Pixel values are 0..16; scale to 0..255 and upscale bicubically so strokes stay smooth.
     pixels = (digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    images = [
-        Image.fromarray(array, mode="L").resize((image_size, image_size), Image.BICUBIC).convert("RGB")
-        for array in pixels
-    ]
-    labels = digits.target.tolist()
+    images = [Image.fromarray(array, mode="L").resize((image_size, image_size), Image.BICUBIC) for array in pixels]
     train_indices, eval_indices = train_test_split(
-        np.arange(len(labels)), test_size=HELD_OUT_FRACTION, stratify=labels, random_state=DIGITS_SPLIT_SEED
+        np.arange(len(images)), test_size=HELD_OUT_FRACTION, stratify=digits.target, random_state=DIGITS_SPLIT_SEED
     )
+    return images, digits.target, train_indices, eval_indices
+
+
+def load_digits_splits(image_size: int = 32) -> LabeledSplits:
+    """The digits as `image_size` RGB images with their class labels, split as `upscaled_digits` splits them."""
+    grayscale, classes, train_indices, eval_indices = upscaled_digits(image_size)
+    images = [image.convert("RGB") for image in grayscale]
+    labels = classes.tolist()
     label_names = [str(digit) for digit in range(10)]
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=label_names)})
 
@@ -89,18 +104,18 @@ def load_digits_splits(image_size: int = 32) -> LabeledSplits:
     return LabeledSplits(subset(train_indices), subset(eval_indices), label_names, DIGITS_NAME)
 
 
-def find_images(directory: str | Path, verify: bool = True) -> tuple[list[Path], list[Path]]:
+def find_images(directory: str | Path, verify: bool = True, layout: str | None = None) -> tuple[list[Path], list[Path]]:
     """(readable image files, corrupt/truncated files) under `directory`, sorted. Raises `DataError` when the
-    directory is missing or holds no image files."""
+    directory is missing or holds no image files; `layout` says where the files belong (default: class folders)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"Image folder {directory} does not exist or is not a directory. Check the path.")
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise DataError(
-            f"No image files found under {directory} (looked for {', '.join(IMAGE_EXTENSIONS)}). Put the images in "
-            f"one subfolder per class, e.g. {directory}/cat/0001.jpg and {directory}/dog/0001.jpg."
+        layout = layout or (
+            f"Put the images in one subfolder per class, e.g. {directory}/cat/0001.jpg and {directory}/dog/0001.jpg."
         )
+        raise DataError(f"No image files found under {directory} (looked for {', '.join(IMAGE_EXTENSIONS)}). {layout}")
     if not verify:
         return files, []
     readable, corrupt = [], []
@@ -114,6 +129,17 @@ def find_images(directory: str | Path, verify: bool = True) -> tuple[list[Path],
     return readable, corrupt
 
 
+def warn_skipped(skipped: list[Path], total: int, directory: Path, kind: str, fix: str) -> None:
+    """One warning that counts the files left out of `directory` and names the first few."""
+    if not skipped:
+        return
+    shown = ", ".join(str(p) for p in skipped[:_SKIPPED_NAMES_SHOWN])
+    more = f" and {len(skipped) - _SKIPPED_NAMES_SHOWN} more" if len(skipped) > _SKIPPED_NAMES_SHOWN else ""
+    logger.warning(
+        "Skipping %d %s file(s) of %d in %s: %s%s. %s", len(skipped), kind, total, directory, shown, more, fix
+    )
+
+
 def _class_of(path: Path, root: Path) -> str | None:
     parts = path.relative_to(root).parts
     return parts[0] if len(parts) > 1 else None
@@ -121,17 +147,7 @@ def _class_of(path: Path, root: Path) -> str | None:
 
 def _checked_folder_files(directory: Path, verify: bool) -> list[Path]:
     readable, corrupt = find_images(directory, verify)
-    if corrupt:
-        shown = ", ".join(str(p) for p in corrupt[:_CORRUPT_NAMES_SHOWN])
-        more = f" and {len(corrupt) - _CORRUPT_NAMES_SHOWN} more" if len(corrupt) > _CORRUPT_NAMES_SHOWN else ""
-        logger.warning(
-            "Skipping %d corrupt or truncated image file(s) of %d in %s: %s%s. Delete or re-export them to use them.",
-            len(corrupt),
-            len(corrupt) + len(readable),
-            directory,
-            shown,
-            more,
-        )
+    warn_skipped(corrupt, len(corrupt) + len(readable), directory, "corrupt or truncated image", CORRUPT_FIX)
     if not readable:
         raise DataError(f"All {len(corrupt)} image files under {directory} are corrupt or truncated.")
     unlabeled = [p for p in readable if _class_of(p, directory) is None]
@@ -174,6 +190,43 @@ def load_image_folder_splits(
     return splits
 
 
+def open_hub_dataset(
+    dataset_name: str,
+    dataset_config_name: str | None,
+    image_column: str,
+    label_column: str | tuple[str, ...],
+    train_split: str | None,
+    eval_split: str | None,
+    streaming: bool,
+) -> tuple[DatasetDict | IterableDatasetDict, str | None, Features]:
+    """(the dataset with only its image and label columns, renamed `image` and `label`; the eval split, defaulting
+    to `validation`, then `test`, None when it has neither; the features of the reference split after the rename).
+    `label_column` may be several candidate names, the first present is used. Missing splits and columns raise
+    `DataError` naming the flag that fixes them."""
+    dataset = load_dataset(dataset_name, dataset_config_name, streaming=streaming)
+    available = list(dataset)
+    if eval_split is None:
+        eval_split = next((name for name in ("validation", "test") if name in dataset), None)
+    for split in (train_split, eval_split):
+        if split is not None and split not in dataset:
+            raise DataError(
+                f"Dataset {dataset_name} has no split {split!r}; it has {available}. Pass --train_split_name / "
+                "--eval_split_name."
+            )
+    reference = train_split or eval_split
+    features = dataset[reference].features
+    if features is None:  # some streamed datasets only reveal their columns in the first example
+        features = Features({name: None for name in next(iter(dataset[reference]))})
+    if not isinstance(label_column, str):
+        label_column = next((name for name in label_column if name in features), " or ".join(label_column))
+    _require_columns(features, dataset_name, image_column, label_column)
+    rename = {image_column: "image", label_column: "label"}
+    dataset = dataset.rename_columns({old: new for old, new in rename.items() if old != new})
+    dataset = dataset.select_columns(["image", "label"])
+    features = Features({"image": features[image_column], "label": features[label_column]})
+    return dataset, eval_split, features
+
+
 def load_hub_splits(
     dataset_name: str,
     dataset_config_name: str | None = None,
@@ -188,39 +241,24 @@ def load_hub_splits(
     """A dataset by Hub name (or local dataset path such as a folder of parquet files). `eval_split` defaults to
     `validation`, then `test`; if neither exists, a stratified `held_out_fraction` of the train split is held out
     (not possible when streaming). `train_split=None` loads only the eval split (evaluation)."""
-    dataset = load_dataset(dataset_name, dataset_config_name, streaming=streaming)
-    available = list(dataset)
-    if eval_split is None:
-        eval_split = next((name for name in ("validation", "test") if name in dataset), None)
-    for split in (train_split, eval_split):
-        if split is not None and split not in dataset:
-            raise DataError(
-                f"Dataset {dataset_name} has no split {split!r}; it has {available}. Pass --train_split_name / "
-                "--eval_split_name."
-            )
-    reference = dataset[train_split or eval_split]
-    features = reference.features
-    if features is None:  # some streamed datasets only reveal their columns in the first example
-        features = Features({name: None for name in next(iter(reference))})
-    _require_columns(features, dataset_name, image_column, label_column)
-    label_feature = features[label_column]
+    dataset, eval_split, features = open_hub_dataset(
+        dataset_name, dataset_config_name, image_column, label_column, train_split, eval_split, streaming
+    )
+    label_feature = features["label"]
     if not isinstance(label_feature, ClassLabel):
         if streaming:
             raise DataError(
                 f"Column {label_column!r} of {dataset_name} is not a ClassLabel, so the class names cannot be known "
                 "without reading the whole stream. Stream a dataset whose labels are a ClassLabel, or drop --streaming."
             )
-        dataset = dataset.class_encode_column(label_column)
-        label_feature = dataset[train_split or eval_split].features[label_column]
-    rename = {image_column: "image", label_column: "label"}
-    dataset = dataset.rename_columns({old: new for old, new in rename.items() if old != new})
-    dataset = dataset.select_columns(["image", "label"])
+        dataset = dataset.class_encode_column("label")
+        label_feature = dataset[train_split or eval_split].features["label"]
     label_names = list(label_feature.names)
     if eval_split is None:
         if streaming or train_split is None:
             raise DataError(
-                f"Dataset {dataset_name} has no validation or test split ({available}); a held-out part cannot be "
-                "cut from a stream. Pass --eval_split_name, or drop --streaming to hold out part of the train split."
+                f"Dataset {dataset_name} has no validation or test split ({list(dataset)}); a held-out part cannot "
+                "be cut from a stream. Pass --eval_split_name, or drop --streaming to hold out part of the train split."
             )
         splits = _hold_out(dataset[train_split], held_out_fraction, seed, label_names, dataset_name)
     else:
@@ -396,12 +434,13 @@ def with_transforms(splits: LabeledSplits, image_processor, augmentation: TrainA
     num_classes = len(splits.label_names)
     train = splits.train
     if train is not None:
-        train = _attach(train, make_transform(image_processor, num_classes, augmentation))
-    evaluation = _attach(splits.eval, make_transform(image_processor, num_classes))
+        train = attach_transform(train, make_transform(image_processor, num_classes, augmentation))
+    evaluation = attach_transform(splits.eval, make_transform(image_processor, num_classes))
     return LabeledSplits(train, evaluation, splits.label_names, splits.source)
 
 
-def _attach(dataset: Dataset | IterableDataset, transform) -> Dataset | IterableDataset:
+def attach_transform(dataset: Dataset | IterableDataset, transform) -> Dataset | IterableDataset:
+    """`transform` applied lazily: on access for a dataset, while iterating for a stream."""
     if isinstance(dataset, IterableDataset):
         # Streams have no set_transform; a batched map is applied lazily while iterating.
         return dataset.map(transform, batched=True, batch_size=64, remove_columns=["image", "label"])
@@ -493,6 +532,7 @@ __all__ = [
     "DatasetArguments",
     "LabeledSplits",
     "TrainAugmentation",
+    "attach_transform",
     "check_labels",
     "find_images",
     "load_digits_splits",
@@ -500,8 +540,11 @@ __all__ = [
     "load_image_folder_splits",
     "load_splits",
     "make_transform",
+    "open_hub_dataset",
     "rand_augment",
     "random_resized_crop",
     "to_rgb",
+    "upscaled_digits",
+    "warn_skipped",
     "with_transforms",
 ]
