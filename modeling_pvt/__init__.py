@@ -4,11 +4,11 @@
 from transformers import (
     AutoBackbone,
     AutoConfig,
-    AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForSemanticSegmentation,
 )
+from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
 
 from .configuration_pvt import PRESETS, PvtConfig
 from .image_processing_pvt import PvtImageProcessor, PvtV1ImageProcessor
@@ -27,7 +27,9 @@ AutoModel.register(PvtConfig, PvtModel, exist_ok=True)
 AutoModelForImageClassification.register(PvtConfig, PvtForImageClassification, exist_ok=True)
 AutoModelForSemanticSegmentation.register(PvtConfig, PvtForSemanticSegmentation, exist_ok=True)
 AutoBackbone.register(PvtConfig, PvtBackbone, exist_ok=True)
-AutoImageProcessor.register(PvtConfig, image_processor_classes={"pil": PvtV1ImageProcessor}, exist_ok=True)
+# Not AutoImageProcessor.register: it looks our config up by its class name, finds the native "PvtConfig", imports
+# the native processors (warning about torchvision) and keeps the native one as this config's torchvision backend.
+IMAGE_PROCESSOR_MAPPING.register(PvtConfig, {"pil": PvtV1ImageProcessor}, exist_ok=True)
 
 # `save_pretrained` then writes `auto_map` and copies the code files, making the folder Hub remote code.
 PvtConfig.register_for_auto_class()
