@@ -41,9 +41,10 @@ def test_folder_contents(saved):
         "AutoModel": "modeling_pvt.PvtModel",
         "AutoModelForImageClassification": "modeling_pvt.PvtForImageClassification",
         "AutoBackbone": "modeling_pvt.PvtBackbone",
+        "AutoModelForSemanticSegmentation": "modeling_pvt.PvtForSemanticSegmentation",
     }
     assert read_json(folder / "preprocessor_config.json")["auto_map"] == {
-        "AutoImageProcessor": "image_processing_pvt.PvtImageProcessor"
+        "AutoImageProcessor": "image_processing_pvt.PvtV1ImageProcessor"
     }
     # Remote code may only import torch, transformers, the standard library and its sibling files.
     for code_file in ("configuration_pvt.py", "modeling_pvt.py", "image_processing_pvt.py"):
@@ -97,7 +98,7 @@ report["pipeline"] = classify(photo, top_k=3)
 
 def check_report(report, logits):
     assert report["config"] == ["PvtConfig", True]
-    assert report["classes"] == ["PvtModel", "PvtForImageClassification", "PvtImageProcessor"]
+    assert report["classes"] == ["PvtModel", "PvtForImageClassification", "PvtV1ImageProcessor"]
     np.testing.assert_allclose(report["logits"], logits, atol=1e-5)
     assert report["map_shapes"] == [[1, 8, 16, 24], [1, 16, 8, 12], [1, 32, 4, 6], [1, 64, 2, 3]]
     top = [prediction["label"] for prediction in report["pipeline"]]
