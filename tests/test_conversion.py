@@ -18,6 +18,7 @@ from reference_pvt import PyramidVisionTransformer
 from safetensors.torch import save_file
 
 from modeling_pvt import PvtConfig, PvtForImageClassification
+from modeling_pvt.cli import run_cli
 from modeling_pvt.conversion import (
     ConversionError,
     build_model,
@@ -76,7 +77,7 @@ def tiny_original(tmp_path):
 
 
 def run_convert(capsys, *args) -> tuple[int, str, str]:
-    code = convert_main([str(arg) for arg in args])
+    code = run_cli(convert_main, [str(arg) for arg in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

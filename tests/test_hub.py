@@ -19,10 +19,15 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from modeling_pvt import PvtForImageClassification, PvtImageProcessor
 from modeling_pvt import hub
+from modeling_pvt.cli import run_cli
 from modeling_pvt.hub import PublishError, push_folder, save_hub_folder
 
 PUSH_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "push_to_hub.py"
-push_main = runpy.run_path(str(PUSH_SCRIPT))["main"]
+push_script_main = runpy.run_path(str(PUSH_SCRIPT))["main"]
+
+
+def push_main(argv: list[str]) -> int:
+    return run_cli(push_script_main, argv)
 SECRET_TOKEN = "hf_TestOnlySecretToken0123456789"
 
 
