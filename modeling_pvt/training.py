@@ -252,14 +252,18 @@ def _checkpoint_num_labels(config: dict) -> int:
     return len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 2)
 
 
-def _architecture_config(config_name: str, labels: dict, overrides: dict) -> PvtConfig:
-    if preset_name(config_name):
-        return PvtConfig.from_preset(config_name, **labels, **overrides)
-    if not Path(config_name).is_file():
+def _check_config_name(config_name: str) -> None:
+    if not preset_name(config_name) and not Path(config_name).is_file():
         raise FileNotFoundError(
             f"--config_name {config_name!r} is neither a preset ({', '.join(PRESETS)}) nor a config JSON file. Pick "
             "a preset, or check the file's path."
         )
+
+
+def _architecture_config(config_name: str, labels: dict, overrides: dict) -> PvtConfig:
+    _check_config_name(config_name)
+    if preset_name(config_name):
+        return PvtConfig.from_preset(config_name, **labels, **overrides)
     config = PvtConfig.from_json_file(config_name)
     config.update({**labels, **overrides})
     return PvtConfig(**config.to_dict())  # re-validates the architecture after the overrides
@@ -464,8 +468,14 @@ def _limit(dataset, count: int | None):
     return dataset.take(count)
 
 
-def _check_before_training(data_args: DataArguments, training_args: PvtTrainingArguments, push_to_hub: bool) -> None:
+def _check_before_training(
+    model_args: ModelArguments, data_args: DataArguments, training_args: PvtTrainingArguments, push_to_hub: bool
+) -> None:
     """Everything that can be known wrong before data is read or a step is taken: the run stops at once."""
+    if model_args.model_name_or_path:
+        read_pvt_config(model_args.model_name_or_path)
+    else:
+        _check_config_name(model_args.config_name)
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size"):
         if getattr(training_args, name) < 1:
             raise ValueError(f"--{name} must be at least 1 (got {getattr(training_args, name)}).")
@@ -548,7 +558,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Pvt
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # we publish our own folder at the end
     if training_args.device.type == "cpu":
         training_args.dataloader_pin_memory = False  # pinning only helps copies to an accelerator
-    _check_before_training(data_args, training_args, push_to_hub)
+    _check_before_training(model_args, data_args, training_args, push_to_hub)
     output_dir = Path(training_args.output_dir)
     rank, world_size = training_args.process_index, training_args.world_size
     # Printed by every process so that a launch can be checked to have started the processes it asked for.
