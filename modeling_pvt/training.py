@@ -138,9 +138,10 @@ class PvtTrainingArguments(TrainingArguments):
     output_dir: str | None = field(
         default=None,
         metadata={
-            "help": "Where checkpoints, the model (<output_dir>/model) and results go. Default: outputs/<model>-<data>, "
-            "e.g. outputs/pvt-tiny-sklearn-digits. A folder holding a finished model is never replaced unless "
-            "--overwrite_output_dir true; resume an unfinished one with --resume_from_checkpoint last."
+            "help": "Where checkpoints, the model (<output_dir>/model) and results go. Default: "
+            "outputs/<model>-<data>, e.g. outputs/pvt-tiny-sklearn-digits. A folder holding a finished model is "
+            "never replaced unless --overwrite_output_dir true; resume an unfinished one with "
+            "--resume_from_checkpoint last."
         },
     )
     overwrite_output_dir: bool = field(
@@ -527,7 +528,8 @@ def _size(dataset) -> str:
 
 def _precision(training_args: PvtTrainingArguments) -> str:
     if training_args.bf16:
-        return "bf16 autocast" + (" on the CPU (fastest only on CPUs with native bf16)" if training_args.use_cpu else "")
+        on_cpu = " on the CPU (fastest only on CPUs with native bf16)" if training_args.use_cpu else ""
+        return f"bf16 autocast{on_cpu}"
     return "fp16 mixed precision" if training_args.fp16 else "fp32"
 
 
@@ -544,9 +546,8 @@ def _push(model_dir: Path, training_args: PvtTrainingArguments) -> tuple[str, st
         )
     except PublishError as error:
         print(f"warning: the upload failed: {error}", file=sys.stderr, flush=True)
-        return f" NOT pushed to {training_args.hub_model_id} (see the warning above); push it later with: {later}.", str(
-            error
-        )
+        note = f" NOT pushed to {training_args.hub_model_id} (see the warning above); push it later with: {later}."
+        return note, str(error)
     return f" Pushed to {url}.", None
 
 
@@ -654,7 +655,7 @@ def _hub_id_or_none(model_name_or_path: str | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """The fine-tuning CLI; raises on a user's mistake (scripts/finetune.py prints it as one line, see `cli.run_cli`)."""
+    """The fine-tuning CLI; raises on a user's mistake (scripts/finetune.py prints it as one line: `cli.run_cli`)."""
     argv = sys.argv[1:] if argv is None else argv
     model_args, data_args, training_args = parse_arguments(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

@@ -18,4 +18,5 @@ from modeling_pvt.cli import run_cli
 from modeling_pvt.training import main
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, interrupted_hint="Checkpoints written so far are kept: continue with --resume_from_checkpoint last."))
+    hint = "Checkpoints written so far are kept: continue with --resume_from_checkpoint last."
+    sys.exit(run_cli(main, interrupted_hint=hint))

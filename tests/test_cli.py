@@ -1,5 +1,5 @@
-"""Every CLI turns a user's mistake into one `error: …` line and a non-zero exit (modeling_pvt.cli.run_cli); --debug or
-PVT_DEBUG=1 shows the traceback."""
+"""Every CLI turns a user's mistake into one `error: …` line and a non-zero exit (modeling_pvt.cli.run_cli); --debug
+or PVT_DEBUG=1 shows the traceback."""
 
 import os
 import runpy
@@ -19,9 +19,8 @@ push_main = runpy.run_path(str(REPO / "scripts" / "push_to_hub.py"))["main"]
 
 
 def _vit_folder(path: Path) -> Path:
-    transformers.ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(
-        path
-    )
+    config = transformers.ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)
+    config.save_pretrained(path)
     return path
 
 
@@ -42,7 +41,7 @@ def _in_tmp(tmp_path, monkeypatch):
     [
         (["--config_name", "pvt-huge"], "neither a preset (pvt-tiny, pvt-small, pvt-medium, pvt-large)"),
         (["--model_name_or_path", "VIT"], "is not a PVT checkpoint: its config.json has model_type 'vit'"),
-        (["--model_name_or_path", "outputs/pvt-tiny-digits/modle"], "The model folder outputs/pvt-tiny-digits/modle does"),
+        (["--model_name_or_path", "outputs/pvt-tiny-digits/modle"], "folder outputs/pvt-tiny-digits/modle does not"),
         (["--model_name_or_path", "outputs/modle"], "The model folder outputs/modle does not exist"),
         (["--model_name_or_path", "weights.pth"], "is a file, not a saved model folder"),
         (["--per_device_train_batch_size", "0"], "--per_device_train_batch_size must be at least 1 (got 0)"),
@@ -114,7 +113,8 @@ def test_debug_flag_and_environment_variable_show_the_traceback(monkeypatch):
 
 
 def test_trainers_own_debug_option_is_left_alone():
-    assert take_debug_flag(["--debug", "underflow_overflow", "--x", "1"]) == (False, ["--debug", "underflow_overflow", "--x", "1"])
+    trainers_option = ["--debug", "underflow_overflow", "--x", "1"]
+    assert take_debug_flag(trainers_option) == (False, trainers_option)
     assert take_debug_flag(["--x", "1", "--debug"]) == (True, ["--x", "1"])
     assert take_debug_flag(["--debug", "--x", "1"]) == (True, ["--x", "1"])
 

@@ -56,7 +56,8 @@ def test_preset_card_metadata_and_sections(variant):
     assert "@inproceedings{wang2021pyramid" in card.text
     # AutoBackbone.from_pretrained fails for folders and offline (see README); the card recommends what works.
     assert "AutoBackbone.from_pretrained(" not in card.text
-    assert "AutoModel.from_pretrained(repo, trust_remote_code=True)" in card.text and "output_hidden_states=True" in card.text
+    assert "AutoModel.from_pretrained(repo, trust_remote_code=True)" in card.text
+    assert "output_hidden_states=True" in card.text
 
 
 @pytest.mark.parametrize("variant", list(PRESETS))
