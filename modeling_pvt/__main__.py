@@ -4,12 +4,22 @@ Builds a preset (random weights) or loads a checkpoint folder, runs scikit-learn
 image processor and the model at two resolutions, and prints the four feature-map shapes and the top-5 classes."""
 
 import argparse
+import sys
 
 import torch
 from sklearn.datasets import load_sample_image
 
 from . import PRESETS, PvtConfig, PvtForImageClassification, PvtImageProcessor
-from .conversion import imagenet_id2label
+from .cli import DEBUG_HELP, run_cli
+from .conversion import imagenet_id2label, read_pvt_config
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(side) for side in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--sizes: {text!r} is not HEIGHTxWIDTH (e.g. 224x224,320x480).") from None
+    return height, width
 
 
 def main(argv=None):
@@ -18,9 +28,12 @@ def main(argv=None):
     source.add_argument("--variant", default="pvt-tiny", choices=list(PRESETS), help="preset with random weights")
     source.add_argument("--model", help="a checkpoint folder or Hub id to load instead of a random preset")
     parser.add_argument("--sizes", default="224x224,320x480", help="comma-separated HxW input sizes")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
+    sizes = [_size(size) for size in args.sizes.split(",")]
 
     if args.model:
+        read_pvt_config(args.model)
         model = PvtForImageClassification.from_pretrained(args.model)
         weights = args.model
     else:
@@ -33,8 +46,7 @@ def main(argv=None):
     params_m = sum(p.numel() for p in model.parameters()) / 1e6
     print(f"PVT model: {weights}; {params_m:.1f} M parameters; photo: scikit-learn china.jpg {photo.shape[:2]}")
 
-    for size in args.sizes.split(","):
-        height, width = (int(side) for side in size.lower().split("x"))
+    for height, width in sizes:
         processor = PvtImageProcessor(size={"height": height, "width": width})
         pixel_values = processor(photo, return_tensors="pt").pixel_values
         with torch.inference_mode():
@@ -48,4 +60,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

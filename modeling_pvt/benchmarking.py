@@ -22,6 +22,7 @@ import torch.nn.functional as F
 import transformers
 from torch.profiler import ProfilerActivity, profile
 
+from .cli import DEBUG_HELP
 from .configuration_pvt import PRESETS, PvtConfig
 from .model_card import measure_model
 from .modeling_pvt import PvtBackbone, PvtForImageClassification, convert_native_config, convert_native_state_dict
@@ -516,27 +517,40 @@ def _resolution(text: str) -> tuple[int, int]:
     return int(height), int(width or height)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default in --help, and the module docstring's examples kept as written."""
+
+
+DEFAULT_JSON = Path("outputs") / "benchmark" / "benchmark.json"
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[BenchmarkSettings, argparse.Namespace]:
     defaults = BenchmarkSettings()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=defaults.presets, choices=list(PRESETS))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=defaults.presets, choices=list(PRESETS), help="architectures")
     parser.add_argument("--tasks", nargs="*", default=defaults.tasks, choices=TASKS, help="none: only statistics")
-    parser.add_argument("--modes", nargs="+", default=defaults.modes, choices=MODES)
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=defaults.batch_sizes)
+    parser.add_argument("--modes", nargs="+", default=defaults.modes, choices=MODES, help="variants to time")
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=defaults.batch_sizes, help="images per call")
     parser.add_argument(
         "--resolutions", nargs="+", type=_resolution, default=defaults.resolutions, help="e.g. 224 or 800x1333"
     )
-    parser.add_argument("--backbone-resolutions", nargs="+", type=_resolution, default=defaults.backbone_resolutions)
+    parser.add_argument(
+        "--backbone-resolutions",
+        nargs="+",
+        type=_resolution,
+        default=defaults.backbone_resolutions,
+        help="input sizes of the backbone task",
+    )
     parser.add_argument(
         "--repeats", type=int, default=defaults.repeats, help="timed calls per variant (median reported)"
     )
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed calls per variant first")
-    parser.add_argument("--device", default=defaults.device)
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: PyTorch's choice)")
+    parser.add_argument("--device", default=defaults.device, help="torch device")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads; unset: PyTorch's choice (all cores)")
     parser.add_argument(
         "--attention",
         choices=("eager", "sdpa"),
-        help="attention of the bf16/compile/checkpointed modes (default: ours)",
+        help="attention of the bf16/compile/checkpointed modes; unset: our models' default",
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the (profiled) peak-memory call")
     parser.add_argument(
@@ -545,8 +559,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchmarkSettings, argpar
     parser.add_argument(
         "--config-overrides", type=json.loads, default={}, help="JSON, e.g. '{\"hidden_sizes\": [8, 16, 32, 64]}'"
     )
-    parser.add_argument("--json", type=Path, default=Path("benchmark.json"), help="where to write the results")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
     parser.add_argument("--plot", type=Path, help="also write a PNG bar chart here")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     settings = BenchmarkSettings(
         presets=args.presets,

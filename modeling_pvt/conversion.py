@@ -22,6 +22,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
+from transformers import PretrainedConfig
 
 from .configuration_pvt import PRESETS, PvtConfig, preset_name
 from .image_processing_pvt import PvtImageProcessor
@@ -50,6 +51,7 @@ WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 VERIFY_SIZES = ((224, 224), (192, 288))
 VERIFY_TOLERANCE = 1e-4
 CLASSIFIER_PREFIX = "classifier."
+NATIVE_MODEL_TYPE = "pvt"  # transformers' own PVT
 
 
 class ConversionError(ValueError):
@@ -85,6 +87,41 @@ def imagenet_id2label() -> dict[int, str]:
     """The 1000 ImageNet-1k class names shipped with the package (index -> name)."""
     text = resources.files(__package__).joinpath("imagenet_labels.json").read_text(encoding="utf-8")
     return {int(index): name for index, name in json.loads(text).items()}
+
+
+def read_pvt_config(name_or_path: str) -> dict:
+    """The config dict of a saved PVT model (ours or transformers-native) given as a folder or Hub repo id, checked
+    before any weights are read: a missing folder, a weights file or another model type get an error that says so
+    (instead of a Hub repo-id error, a network wait or a failure deep inside the model)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        raise ConversionError(
+            f"{path} is a file, not a saved model folder. Convert a weights file first: python "
+            f"scripts/convert_checkpoint.py --checkpoint {path} --variant <preset> --output_dir <folder>."
+        )
+    first_part = Path(name_or_path.split("/")[0]).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1 or first_part.is_dir()
+    if not path.exists() and looks_local:
+        raise FileNotFoundError(
+            f"The model folder {name_or_path} does not exist. Check the path (a fine-tuning run writes its model to "
+            "<output_dir>/model); a Hub repo id has the form org-or-user/name."
+        )
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} has no config.json, so it is not a saved model folder. Pass the folder written by "
+            "save_pretrained (a fine-tuning run's <output_dir>/model), or convert a checkpoint with "
+            "scripts/convert_checkpoint.py."
+        )
+    config, _ = PretrainedConfig.get_config_dict(name_or_path)
+    model_type = config.get("model_type")
+    if model_type not in (PvtConfig.model_type, NATIVE_MODEL_TYPE):
+        architectures = ", ".join(config.get("architectures") or []) or "unknown architecture"
+        raise ConversionError(
+            f"{name_or_path} is not a PVT checkpoint: its config.json has model_type {model_type!r} "
+            f"({architectures}). Pass a PVT v1 model (this package's or transformers' native PVT), or train from "
+            "scratch with --config_name <preset>."
+        )
+    return config
 
 
 def detect_format(keys) -> str:
@@ -172,7 +209,7 @@ def load_checkpoint(location) -> Checkpoint:
     except OSError as error:
         raise ConversionError(f"{error} Save the model with save_pretrained, or pass the weights file.") from error
     model_type = config_dict.get("model_type")
-    if model_type == "pvt":
+    if model_type == NATIVE_MODEL_TYPE:
         config = PvtConfig(**convert_native_config(config_dict))
         image_processor = None
     elif model_type == PvtConfig.model_type:
@@ -319,8 +356,9 @@ def build_model(checkpoint: Checkpoint, variant=None, num_labels=None, id2label=
         ]
         raise ConversionError(
             f"{checkpoint.location} ({checkpoint.format}) does not match {variant or 'the configured architecture'} "
-            "(names as in this package's layout):\n  " + "\n  ".join(problems) + "\nCheck --variant (and "
-            "--image_size for checkpoints trained at another resolution); nothing was written."
+            "(names as in this package's layout):\n  " + "\n  ".join(problems) + "\nCheck --variant, or pass "
+            "--config with a config.json of the checkpoint's architecture (its image_size included, for position "
+            "embeddings of a non-square grid); nothing was written."
         )
     model.load_state_dict(weights, strict=not new_head)
     return ConversionResult(model=model, source=checkpoint, new_head=new_head, notes=[label_note])

@@ -171,13 +171,21 @@ def load_image_folder_splits(
     (evaluation only), `validation_dir` is the eval split."""
     if train_dir is None and validation_dir is None:
         raise DataError("Pass a train folder, a validation folder, or both.")
-    data_files, class_names = {}, set()
+    data_files, classes_of = {}, {}
     for split, directory in (("train", train_dir), ("validation", validation_dir)):
         if directory is not None:
             files = _checked_folder_files(Path(directory), verify_images)
-            class_names.update(_class_of(path, Path(directory)) for path in files)
+            classes_of[split] = {_class_of(path, Path(directory)) for path in files}
             data_files[split] = [str(path) for path in files]
+    class_names = set().union(*classes_of.values())
     source = str(train_dir or validation_dir)
+    unseen = sorted(classes_of.get("validation", set()) - classes_of.get("train", classes_of.get("validation")))
+    if unseen:  # usually a typo in a folder name; the model would be scored on a class it never saw
+        raise DataError(
+            f"The validation folder {validation_dir} has classes the training folder {train_dir} lacks: {unseen}. "
+            f"Training classes: {sorted(classes_of['train'])}; validation classes: "
+            f"{sorted(classes_of['validation'])}. Rename the folders so that both use the same class names."
+        )
     if len(class_names) < 2:  # the imagefolder builder would silently drop the label column
         raise _single_class_error(source, sorted(class_names))
     dataset = load_dataset("imagefolder", data_files=data_files)
@@ -284,7 +292,17 @@ def _require_columns(features, dataset_name: str, image_column: str, label_colum
 def _hold_out(dataset: Dataset, fraction: float, seed: int, label_names: list[str], source: str) -> LabeledSplits:
     if len(label_names) < 2:
         raise _single_class_error(source, label_names)
-    parts = dataset.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
+    try:
+        parts = dataset.train_test_split(test_size=fraction, stratify_by_column="label", seed=seed)
+    except ValueError as error:  # too few images per class for a stratified split
+        counts = np.bincount(np.asarray(dataset["label"]), minlength=len(label_names))
+        fewest = ", ".join(f"{label_names[i]}: {counts[i]}" for i in np.argsort(counts, kind="stable")[:3])
+        raise DataError(
+            f"Cannot hold out a stratified {fraction:.0%} of {source} for evaluation: {len(dataset)} images in "
+            f"{len(label_names)} classes, the fewest in {fewest}. Each class needs at least 2 images and the held-out "
+            "part at least one per class: add images, or give a separate evaluation set (--validation_dir, or "
+            "--eval_split_name for a Hub dataset)."
+        ) from error
     return LabeledSplits(parts["train"], parts["test"], label_names, source)
 
 
@@ -500,7 +518,7 @@ class DatasetArguments:
         default=None, metadata={"help": "Eval split of --dataset_name; default: validation, then test."}
     )
     streaming: bool = field(
-        default=False, metadata={"help": "Stream --dataset_name instead of downloading it (needs --max_steps)."}
+        default=False, metadata={"help": "Stream --dataset_name instead of downloading it (fine-tuning only)."}
     )
     verify_images: bool = field(
         default=True,

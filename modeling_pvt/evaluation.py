@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from transformers import HfArgumentParser
 
+from .cli import DEBUG_FLAG, DEBUG_ENVIRONMENT_VARIABLE
+from .conversion import read_pvt_config
 from .data import DataError, DatasetArguments, LabeledSplits, make_transform, processor_size
 from .image_processing_pvt import EVAL_CROP_FRACTION, PvtImageProcessor
 from .modeling_pvt import PvtForImageClassification
@@ -143,6 +145,9 @@ def default_output_dir(model_name_or_path: str) -> Path:
 
 def evaluate_checkpoint(arguments: EvaluationArguments, data: DatasetArguments) -> dict:
     """Runs the evaluation, writes eval_results.json and confusion_matrix.png, and returns the results."""
+    if arguments.batch_size < 1:
+        raise ValueError(f"--batch_size must be at least 1 (got {arguments.batch_size}).")
+    read_pvt_config(arguments.model_name_or_path)
     model = PvtForImageClassification.from_pretrained(arguments.model_name_or_path).eval()
     try:
         processor = PvtImageProcessor.from_pretrained(arguments.model_name_or_path)
@@ -211,7 +216,10 @@ def format_report(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((EvaluationArguments, DatasetArguments))
+    parser = HfArgumentParser(
+        (EvaluationArguments, DatasetArguments),
+        epilog=f"{DEBUG_FLAG} (or {DEBUG_ENVIRONMENT_VARIABLE}=1) shows the full traceback of an error.",
+    )
     arguments, data = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
     if data.streaming:
         raise DataError(

@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.export import Dim
 
+from .cli import DEBUG_HELP
+from .conversion import read_pvt_config
 from .modeling_pvt import PvtForImageClassification
 
 INPUT_NAME = "pixel_values"
@@ -87,6 +89,7 @@ def check_sizes(model: PvtForImageClassification) -> list[tuple[int, int, int]]:
 
 
 def export_and_verify(model_dir: str | Path, output: str | Path, tolerance: float = ONNX_TOLERANCE) -> dict:
+    read_pvt_config(str(model_dir))
     model = PvtForImageClassification.from_pretrained(model_dir).eval()
     path = export_onnx(model, output)
     differences = {}
@@ -109,6 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("output", help="path of the .onnx file to write")
     parser.add_argument("--tolerance", type=float, default=ONNX_TOLERANCE, help="largest allowed |Δlogit|")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     report = export_and_verify(args.model_dir, args.output, args.tolerance)
     print(f"Wrote {report['onnx']}")

@@ -13,7 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.constants import is_offline_mode
 from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.errors import (
     HfHubHTTPError,
@@ -116,6 +117,49 @@ def check_hub_folder(folder) -> Path:
             "scripts/convert_checkpoint.py (or the fine-tuning script) instead of assembling it by hand."
         )
     return folder
+
+
+def check_push_target(repo_id: str, token: str | None = None) -> str:
+    """Checks, before a long run, what would make its upload fail at the end: the repo id's form, a token, and that
+    the Hub answers and accepts the token. Returns the account name; raises `PublishError` saying what to fix."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise PublishError(_explain(error, repo_id)) from error
+    if is_offline_mode():
+        raise PublishError(
+            "HF_HUB_OFFLINE is set, so the model could not be pushed at the end. Unset it, or drop --push_to_hub "
+            "and push the finished folder later with `python scripts/push_to_hub.py FOLDER REPO_ID`."
+        )
+    token = token or get_token()
+    if not token:
+        raise PublishError(_explain(LocalTokenNotFoundError(), repo_id))
+    try:
+        return HfApi(token=token).whoami()["name"]
+    except (HfHubHTTPError, HTTPError, OfflineModeIsEnabled, OSError) as error:
+        raise PublishError(_explain(error, repo_id)) from error
+
+
+def plain_folder_as_hub_folder(folder, staging) -> Path:
+    """A folder written by plain `model.save_pretrained` + `processor.save_pretrained` (no card, no remote code) as a
+    complete Hub folder in `staging`: the model is loaded and saved again with the code files and a rendered card.
+    `folder` itself is not changed."""
+    from transformers import AutoConfig
+
+    from . import modeling_pvt
+    from .image_processing_pvt import PvtImageProcessor
+
+    config = AutoConfig.from_pretrained(folder)
+    class_name = (getattr(config, "architectures", None) or ["PvtModel"])[0]
+    model_class = getattr(modeling_pvt, class_name, None)
+    if model_class is None:
+        raise PublishError(f"{folder} holds a {class_name}, not a PVT model of this package; nothing was pushed.")
+    model = model_class.from_pretrained(folder)
+    try:
+        processor = PvtImageProcessor.from_pretrained(folder)
+    except OSError:
+        processor = PvtImageProcessor()
+    return save_hub_folder(model, processor, staging)
 
 
 def push_folder(

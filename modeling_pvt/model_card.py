@@ -72,7 +72,7 @@ $results
 ## Intended uses
 
 - Image classification over the labels in `config.id2label` ($num_labels classes).
-- A multi-scale backbone (`AutoBackbone`, strides 4/8/16/32) for detection and segmentation heads.
+- A multi-scale backbone (feature maps at strides 4/8/16/32) for detection and segmentation heads.
 - A starting point for fine-tuning on your own labels.
 
 ## How to use
@@ -82,7 +82,7 @@ The modelling code is stored with the weights, so loading needs `trust_remote_co
 
 ```python
 from PIL import Image
-from transformers import AutoBackbone, AutoImageProcessor, AutoModelForImageClassification, pipeline
+from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
 
 repo = "$repo_id"
 image = Image.open("path/to/image.jpg")
@@ -95,9 +95,11 @@ inputs = processor(images=image, return_tensors="pt")
 predicted = model(**inputs).logits.argmax(-1).item()
 print(model.config.id2label[predicted])
 
-# Feature pyramid for dense prediction: NCHW maps at strides 8, 16 and 32 ("stage1" adds stride 4).
-backbone = AutoBackbone.from_pretrained(repo, trust_remote_code=True, out_features=["stage2", "stage3", "stage4"])
-feature_maps = backbone(**inputs).feature_maps
+# Feature pyramid for dense prediction: the four stages' NCHW maps at strides 4, 8, 16 and 32. AutoModel loads a
+# Hub repo and a local folder alike; AutoBackbone works only with a Hub repo id while online (transformers 5.24
+# asks the Hub before loading, so it fails for folders and offline).
+encoder = AutoModel.from_pretrained(repo, trust_remote_code=True)
+feature_maps = encoder(**inputs, output_hidden_states=True).hidden_states
 ```
 
 ## Limitations
@@ -204,9 +206,27 @@ def _eval_results_metadata(model, variant, eval_results, dataset_name) -> list[E
     return []
 
 
+def _is_local_path(dataset_name: str) -> bool:
+    """A folder on this machine rather than a Hub dataset id (which has at most one slash and is never absolute)."""
+    return Path(dataset_name).is_absolute() or dataset_name.startswith(".") or dataset_name.count("/") > 1 or (
+        Path(dataset_name).exists()
+    )
+
+
+def _shown_dataset_name(dataset_name: str | None) -> str | None:
+    """Cards name a local folder by its own name only: a path on the trainer's machine means nothing elsewhere."""
+    if dataset_name and _is_local_path(dataset_name):
+        return f"local folder {Path(dataset_name).name}"
+    return dataset_name
+
+
 def _metadata(model, variant, eval_results, dataset_name, base_model, model_name) -> str:
     num_labels = model.config.num_labels
-    datasets = [dataset_name] if dataset_name else (["imagenet-1k"] if num_labels == IMAGENET_NUM_LABELS else None)
+    if dataset_name and _is_local_path(dataset_name):
+        # `datasets:` links Hub datasets; a local folder has no page there, and its path means nothing elsewhere.
+        datasets, dataset_name = None, _shown_dataset_name(dataset_name)
+    else:
+        datasets = [dataset_name] if dataset_name else (["imagenet-1k"] if num_labels == IMAGENET_NUM_LABELS else None)
     tags = ["vision", "image-classification", "pvt", "pyramid-vision-transformer", "custom_code"]
     if variant:
         tags.append(variant)
@@ -338,8 +358,10 @@ def render_model_card(
     if variant is not None and variant not in PRESETS:
         raise ValueError(f"Unknown PVT variant {variant!r} for the model card. Known variants: {', '.join(PRESETS)}.")
     model_name = repo_id.split("/")[-1] if repo_id else (variant or "pvt-v1")
+    metadata = _metadata(model, variant, eval_results, dataset_name, base_model, model_name)
+    dataset_name = _shown_dataset_name(dataset_name)
     return CARD_TEMPLATE.substitute(
-        metadata=_metadata(model, variant, eval_results, dataset_name, base_model, model_name),
+        metadata=metadata,
         title=model_name,
         summary=_summary(model, variant, dataset_name, base_model, converted_from),
         paper_url=PAPER_URL,

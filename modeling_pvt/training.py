@@ -1,7 +1,8 @@
 """Fine-tuning / training PVT image classifiers with 🤗 Trainer; `scripts/finetune.py` is a thin CLI over `main`.
 
 With no arguments this trains a PVT-Tiny-architecture model from scratch on scikit-learn's bundled digits (no
-network) and writes to `outputs/pvt-tiny-digits/`:
+network) and writes to `outputs/pvt-tiny-sklearn-digits/` (by default `outputs/<model>-<data>/`; a folder holding a
+finished model is never replaced unless `--overwrite_output_dir true` is given):
 
     model/                  the Hub-ready folder (weights, config with auto_map, processor, code, model card)
     checkpoint-<step>/      Trainer checkpoints (resume with --resume_from_checkpoint last)
@@ -28,23 +29,48 @@ import evaluate
 import torch
 import torch.nn.functional as F
 import yaml
-from transformers import HfArgumentParser, PretrainedConfig, Trainer, TrainingArguments, set_seed
-from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+from transformers.hf_argparser import string_to_bool
 
+from .cli import DEBUG_ENVIRONMENT_VARIABLE, DEBUG_FLAG
 from .configuration_pvt import PRESETS, PvtConfig, preset_name
-from .data import DataError, DatasetArguments, LabeledSplits, TrainAugmentation, processor_size, with_transforms
+from .conversion import read_pvt_config
+from .data import (
+    DIGITS_NAME,
+    DataError,
+    DatasetArguments,
+    LabeledSplits,
+    TrainAugmentation,
+    processor_size,
+    with_transforms,
+)
 from .evaluation import ACCURACY_METRIC_PATH, TOP_K, plot_confusion_matrix
-from .hub import push_folder, save_hub_folder
+from .hub import PublishError, check_push_target, push_folder, save_hub_folder
 from .image_processing_pvt import PvtImageProcessor
 from .modeling_pvt import PvtForImageClassification
+from .runs import (
+    AUTO_THREADS,
+    MODEL_SUBFOLDER,
+    ThreadChoice,
+    available_cores,
+    check_output_dir,
+    choose_cpu_threads,
+    data_label,
+    default_output_dir,
+    describe_resume,
+    is_finished,
+    model_label,
+    parse_thread_setting,
+    print_run_summary,
+    resolve_checkpoint,
+    time_training_steps,
+)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_OUTPUT_DIR = "outputs/pvt-tiny-digits"
 # The embedded digits are 8x8; 32 is the smallest input PVT's strides and spatial reductions allow.
 DIGITS_IMAGE_SIZE = 32
-MODEL_SUBFOLDER = "model"
+PUSH_LATER = "python scripts/push_to_hub.py {folder} {repo_id}"
 
 
 @dataclass
@@ -78,6 +104,9 @@ class ModelArguments:
 
 @dataclass
 class DataArguments(DatasetArguments):
+    streaming: bool = field(
+        default=False, metadata={"help": "Stream --dataset_name instead of downloading it (needs --max_steps)."}
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train images."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N eval images."})
     crop_scale_min: float = field(
@@ -106,7 +135,26 @@ def _default(name: str, value):
 # Our defaults are the digits run's: it must finish in minutes on two CPU cores.
 @dataclass
 class PvtTrainingArguments(TrainingArguments):
-    output_dir: str = _default("output_dir", DEFAULT_OUTPUT_DIR)
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where checkpoints, the model (<output_dir>/model) and results go. Default: "
+            "outputs/<model>-<data>, e.g. outputs/pvt-tiny-sklearn-digits. A folder holding a finished model is "
+            "never replaced unless --overwrite_output_dir true; resume an unfinished one with "
+            "--resume_from_checkpoint last."
+        },
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Replace the finished model (and ignore the checkpoints) already in --output_dir."},
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue an interrupted run: a checkpoint-<step> folder, or `last` for the newest complete one in "
+            "--output_dir (the run says which it resumed from, or that none was found and it starts fresh)."
+        },
+    )
     learning_rate: float = _default("learning_rate", 1e-3)
     weight_decay: float = _default("weight_decay", 0.05)
     num_train_epochs: float = _default("num_train_epochs", 20)
@@ -119,12 +167,13 @@ class PvtTrainingArguments(TrainingArguments):
     save_total_limit: int | None = _default("save_total_limit", 2)
     logging_steps: float = _default("logging_steps", 10)
     report_to: None | str | list[str] = _default("report_to", "none")
-    cpu_threads: int = field(
-        default=1,
+    cpu_threads: str = field(
+        default=AUTO_THREADS,
         metadata={
-            "help": "PyTorch threads per process when training on the CPU; 0 keeps PyTorch's default (all cores). "
-            "1 suits the 32x32 digits: their tensors are too small to split, and with other load on the machine "
-            "2 threads ran 35x slower than 1 (OpenMP threads waiting on each other). Use 0 for large images."
+            "help": "PyTorch threads per process when training on the CPU: auto, a count, or 0 for PyTorch's default "
+            "(all cores). auto times 2 training steps with 1 thread and with all cores and takes the faster (other "
+            "load on the machine can make many threads far slower than one); runs too short to be worth measuring "
+            "use 1 thread for images up to 64x64 and all cores above. The first lines of the run say what was chosen."
         },
     )
 
@@ -153,48 +202,42 @@ def recipe_to_flags(path: str | Path) -> list[str]:
     return flags
 
 
+def _pre_parse(flags: list[str]) -> argparse.Namespace:
+    """The few flags that decide other flags, read before the full parse."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--recipe")
+    parser.add_argument("--output_dir", "--output-dir")
+    for name in ("--bf16", "--use_cpu", "--use-cpu"):
+        parser.add_argument(name, type=string_to_bool, nargs="?", const=True)
+    return parser.parse_known_args(flags)[0]
+
+
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, PvtTrainingArguments]:
     """Flags, optionally on top of `--recipe FILE` (the recipe's values come first, so flags override them)."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, PvtTrainingArguments))
-    launch_flags = []
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available():
-        # A multi-process launch on a machine without an accelerator: unless told to use the CPU, accelerate sets up
-        # no process group and every process silently trains alone on all the data.
-        launch_flags = ["--use_cpu", "true"]
-    recipe_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    recipe_parser.add_argument("--recipe")
-    recipe = recipe_parser.parse_known_args(argv)[0].recipe
-    recipe_flags = recipe_to_flags(recipe) if recipe else []
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(
-        args=launch_flags + recipe_flags + list(argv)
+    parser = HfArgumentParser(
+        (ModelArguments, DataArguments, PvtTrainingArguments),
+        epilog=f"A bare {DEBUG_FLAG} (or {DEBUG_ENVIRONMENT_VARIABLE}=1) shows the full traceback of an error; "
+        f"{DEBUG_FLAG} with a value is Trainer's own debug option.",
     )
+    recipe = _pre_parse(argv).recipe
+    flags = (recipe_to_flags(recipe) if recipe else []) + list(argv)
+    given = _pre_parse(flags)
+    launch_flags = []
+    if not torch.accelerator.is_available() and given.use_cpu is None:
+        # A multi-process launch on a machine without an accelerator: unless told to use the CPU, accelerate sets up
+        # no process group and every process silently trains alone on all the data. And bf16 (the ImageNet recipe)
+        # is refused by TrainingArguments without an accelerator unless the CPU is named: it runs as CPU autocast.
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 or given.bf16:
+            launch_flags = ["--use_cpu", "true"]
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=launch_flags + flags)
+    if given.output_dir is None:
+        source = data_args.dataset_name or data_args.train_dir or data_args.validation_dir or DIGITS_NAME
+        model = model_label(model_args.model_name_or_path, model_args.config_name)
+        training_args.output_dir = str(default_output_dir(model, data_label(source)))
     return model_args, data_args, training_args
 
 
 # ------------------------------------------------------------------------------------------------------ model setup
-
-
-def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str | Path) -> str | None:
-    """`last` -> the newest *complete* checkpoint in `output_dir` (one killed while saving lacks trainer_state.json,
-    which Trainer writes last), or None to start fresh; a path is checked and returned as is."""
-    if resume_from_checkpoint is None:
-        return None
-    if resume_from_checkpoint != "last":
-        if not (Path(resume_from_checkpoint) / TRAINER_STATE_NAME).is_file():
-            raise FileNotFoundError(
-                f"{resume_from_checkpoint} is not a complete Trainer checkpoint (no {TRAINER_STATE_NAME}). Pass a "
-                f"{PREFIX_CHECKPOINT_DIR}-<step> folder or `last`."
-            )
-        return resume_from_checkpoint
-    candidates = [
-        path
-        for path in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-        if path.name.split("-")[-1].isdigit() and (path / TRAINER_STATE_NAME).is_file()
-    ]
-    if not candidates:
-        logger.info("No complete checkpoint in %s; starting from scratch.", output_dir)
-        return None
-    return str(max(candidates, key=lambda path: int(path.name.split("-")[-1])))
 
 
 def _load_processor(model_name_or_path: str) -> PvtImageProcessor:
@@ -205,16 +248,33 @@ def _load_processor(model_name_or_path: str) -> PvtImageProcessor:
         return PvtImageProcessor()
 
 
-def _checkpoint_num_labels(model_name_or_path: str) -> int:
-    config, _ = PretrainedConfig.get_config_dict(model_name_or_path)
-    return len(config["id2label"]) if "id2label" in config else config.get("num_labels", 2)
+def _checkpoint_num_labels(config: dict) -> int:
+    # transformers writes `"id2label": null` for a model saved without label names.
+    return len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 2)
+
+
+def _check_config_name(config_name: str) -> None:
+    if not preset_name(config_name) and not Path(config_name).is_file():
+        raise FileNotFoundError(
+            f"--config_name {config_name!r} is neither a preset ({', '.join(PRESETS)}) nor a config JSON file. Pick "
+            "a preset, or check the file's path."
+        )
+
+
+def _architecture_config(config_name: str, labels: dict, overrides: dict) -> PvtConfig:
+    _check_config_name(config_name)
+    if preset_name(config_name):
+        return PvtConfig.from_preset(config_name, **labels, **overrides)
+    config = PvtConfig.from_json_file(config_name)
+    config.update({**labels, **overrides})
+    return PvtConfig(**config.to_dict())  # re-validates the architecture after the overrides
 
 
 def build_model_and_processor(model_args: ModelArguments, splits: LabeledSplits, is_digits: bool):
     labels = {"num_labels": len(splits.label_names), "id2label": splits.id2label, "label2id": splits.label2id}
     overrides = {} if model_args.drop_path_rate is None else {"drop_path_rate": model_args.drop_path_rate}
     if model_args.model_name_or_path:
-        head_size = _checkpoint_num_labels(model_args.model_name_or_path)
+        head_size = _checkpoint_num_labels(read_pvt_config(model_args.model_name_or_path))
         if head_size != len(splits.label_names) and not model_args.ignore_mismatched_sizes:
             raise ValueError(
                 f"{model_args.model_name_or_path} has a {head_size}-class head but the dataset has "
@@ -231,12 +291,7 @@ def build_model_and_processor(model_args: ModelArguments, splits: LabeledSplits,
         image_size = model_args.image_size or (DIGITS_IMAGE_SIZE if is_digits else None)
         if image_size is not None:
             overrides["image_size"] = image_size  # position embeddings stored at the training grid
-        if preset_name(model_args.config_name):
-            config = PvtConfig.from_preset(model_args.config_name, **labels, **overrides)
-        else:
-            config = PvtConfig.from_json_file(model_args.config_name)
-            config.update({**labels, **overrides})
-            config = PvtConfig(**config.to_dict())  # re-validates the architecture after the overrides
+        config = _architecture_config(model_args.config_name, labels, overrides)
         model = PvtForImageClassification(config)
         processor = PvtImageProcessor()
         image_size = config.image_height_width[0]
@@ -339,7 +394,8 @@ def make_compute_metrics():
 
 
 def plot_training_curves(log_history: list[dict], output_dir: Path) -> list[Path]:
-    """loss_curve.png (train + eval loss per step) and accuracy_curve.png (eval accuracy / top-5 per step)."""
+    """loss_curve.png (train + eval loss per step) and accuracy_curve.png (eval accuracy / top-5 per step); a figure
+    with nothing to draw (no evaluation during training: no accuracy curve) is not written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -354,10 +410,12 @@ def plot_training_curves(log_history: list[dict], output_dir: Path) -> list[Path
         ("loss_curve.png", "Loss", (("loss", "train loss"), ("eval_loss", "eval loss"))),
         ("accuracy_curve.png", "Eval accuracy", (("eval_accuracy", "top-1"), ("eval_top5_accuracy", "top-5"))),
     ):
+        curves = [(key, label, points) for key, label in keys if (points := series(key))]
+        if not curves:
+            continue
         figure, axes = plt.subplots(figsize=(6, 4))
-        for key, label in keys:
-            if points := series(key):
-                axes.plot(*points, marker="o" if key.startswith("eval") else None, markersize=3, label=label)
+        for key, label, points in curves:
+            axes.plot(*points, marker="o" if key.startswith("eval") else None, markersize=3, label=label)
         axes.set_xlabel("optimizer step")
         axes.set_title(title)
         axes.grid(alpha=0.3)
@@ -391,10 +449,11 @@ def _card_hyperparameters(training_args: TrainingArguments, data_args: DataArgum
     return values
 
 
-def summary_line(metrics: dict, seconds: float, model_dir: Path) -> str:
+def summary_line(metrics: dict, seconds: float, model_dir: Path, push_note: str = "") -> str:
     top5 = f", top-5 {metrics['eval_top5_accuracy']:.2%}" if "eval_top5_accuracy" in metrics else ""
     return (
-        f"Done in {int(seconds // 60)} min {seconds % 60:.0f} s: eval accuracy {metrics['eval_accuracy']:.2%}{top5}. Checkpoint: {model_dir} — "
+        f"Done in {int(seconds // 60)} min {seconds % 60:.0f} s: eval accuracy {metrics['eval_accuracy']:.2%}{top5}."
+        f"{push_note} Checkpoint: {model_dir} — "
         f"load it with pipeline('image-classification', model='{model_dir}', trust_remote_code=True)"
     )
 
@@ -410,23 +469,102 @@ def _limit(dataset, count: int | None):
     return dataset.take(count)
 
 
+def _check_before_training(
+    model_args: ModelArguments, data_args: DataArguments, training_args: PvtTrainingArguments, push_to_hub: bool
+) -> None:
+    """Everything that can be known wrong before data is read or a step is taken: the run stops at once."""
+    if model_args.model_name_or_path:
+        read_pvt_config(model_args.model_name_or_path)
+    else:
+        _check_config_name(model_args.config_name)
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size"):
+        if getattr(training_args, name) < 1:
+            raise ValueError(f"--{name} must be at least 1 (got {getattr(training_args, name)}).")
+    parse_thread_setting(training_args.cpu_threads)
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise DataError("A streamed dataset has no length, so epochs are unknown: pass --max_steps N.")
+    check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, training_args.resume_from_checkpoint)
+    if push_to_hub:
+        if not training_args.hub_model_id:
+            raise ValueError("--push_to_hub needs --hub_model_id org/name.")
+        check_push_target(training_args.hub_model_id, training_args.hub_token)
+
+
+def _total_steps(train_dataset, training_args: PvtTrainingArguments) -> int:
+    if training_args.max_steps > 0:
+        return training_args.max_steps
+    global_batch = (
+        training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
+    )
+    return math.ceil(len(train_dataset) / global_batch) * math.ceil(training_args.num_train_epochs)
+
+
+def _choose_threads(model, processor, train_dataset, training_args: PvtTrainingArguments) -> ThreadChoice:
+    """Picks and applies this process's CPU thread count (see `choose_cpu_threads`)."""
+    if training_args.device.type != "cpu":
+        return ThreadChoice(None, f"training on {training_args.device.type}")
+    height, width = processor_size(processor)
+    batch_size = training_args.per_device_train_batch_size
+    generator = torch.Generator().manual_seed(0)
+    inputs = {
+        "pixel_values": torch.randn(batch_size, model.config.num_channels, height, width, generator=generator),
+        "labels": torch.randint(model.config.num_labels, (batch_size,), generator=generator),
+    }
+    choice = choose_cpu_threads(
+        training_args.cpu_threads,
+        cores=available_cores(),
+        image_pixels=height * width,
+        total_steps=_total_steps(train_dataset, training_args),
+        measure=lambda threads: time_training_steps(model, inputs, threads),
+    )
+    if choice.threads is not None:
+        torch.set_num_threads(choice.threads)
+    return choice
+
+
+def _size(dataset) -> str:
+    return f"{len(dataset):,}" if hasattr(dataset, "__len__") else "streamed"
+
+
+def _precision(training_args: PvtTrainingArguments) -> str:
+    if training_args.bf16:
+        on_cpu = " on the CPU (fastest only on CPUs with native bf16)" if training_args.use_cpu else ""
+        return f"bf16 autocast{on_cpu}"
+    return "fp16 mixed precision" if training_args.fp16 else "fp32"
+
+
+def _push(model_dir: Path, training_args: PvtTrainingArguments) -> tuple[str, str | None]:
+    """(a note for the summary line, the error if the upload failed). A failed upload keeps the local model."""
+    later = PUSH_LATER.format(folder=model_dir, repo_id=training_args.hub_model_id)
+    try:
+        url = push_folder(
+            model_dir,
+            training_args.hub_model_id,
+            private=bool(training_args.hub_private_repo),
+            revision=training_args.hub_revision,
+            token=training_args.hub_token,
+        )
+    except PublishError as error:
+        print(f"warning: the upload failed: {error}", file=sys.stderr, flush=True)
+        note = f" NOT pushed to {training_args.hub_model_id} (see the warning above); push it later with: {later}."
+        return note, str(error)
+    return f" Pushed to {url}.", None
+
+
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: PvtTrainingArguments) -> dict:
     """Trains, evaluates and writes every output; returns all_results."""
     started = time.time()
     # Our transforms add columns Trainer cannot see in forward's signature; never let it drop the image column.
     training_args.remove_unused_columns = False
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # we publish our own folder at the end
-    if push_to_hub and not training_args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id org/name.")
-    if data_args.streaming and training_args.max_steps <= 0:
-        raise DataError("A streamed dataset has no length, so epochs are unknown: pass --max_steps N.")
+    if training_args.device.type == "cpu":
+        training_args.dataloader_pin_memory = False  # pinning only helps copies to an accelerator
+    _check_before_training(model_args, data_args, training_args, push_to_hub)
     output_dir = Path(training_args.output_dir)
     rank, world_size = training_args.process_index, training_args.world_size
     # Printed by every process so that a launch can be checked to have started the processes it asked for.
     print(f"[finetune] process {rank} of {world_size} on {training_args.device}", flush=True)
 
-    if training_args.device.type == "cpu" and training_args.cpu_threads:
-        torch.set_num_threads(training_args.cpu_threads)
     set_seed(training_args.seed)
     splits = data_args.load(digits_image_size=model_args.image_size or DIGITS_IMAGE_SIZE)
     is_digits = data_args.is_digits
@@ -442,6 +580,27 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Pvt
     splits.train = _limit(splits.train, data_args.max_train_samples)
     splits.eval = _limit(splits.eval, data_args.max_eval_samples)
     transformed = with_transforms(splits, processor, augmentation)
+    threads = _choose_threads(model, processor, splits.train, training_args)
+    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir)
+    if training_args.process_index == 0:
+        names = splits.label_names
+        height, width = processor_size(processor)
+        replacing = " (replacing the finished model there)" if is_finished(output_dir) else ""
+        print_run_summary(
+            {
+                "data": f"{splits.source}: {_size(splits.train)} train / {_size(splits.eval)} eval images, "
+                f"{height}x{width}",
+                "classes": f"{len(names)} ({', '.join(names[:10])}{', …' if len(names) > 10 else ''})",
+                "model": f"{model_args.model_name_or_path or model_args.config_name}, "
+                f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters",
+                "output": f"{output_dir}{replacing}",
+                "threads": threads.describe(),
+                "device": f"{training_args.device}, {_precision(training_args)}, world size {world_size}",
+                "resume": describe_resume(training_args.resume_from_checkpoint, checkpoint, output_dir),
+                "push": f"to {training_args.hub_model_id} at the end" if push_to_hub else "no",
+            },
+            prefix="[finetune]",
+        )
 
     trainer = PvtTrainer(
         model=model,
@@ -454,7 +613,6 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Pvt
         mixup_alpha=data_args.mixup_alpha,
         cutmix_alpha=data_args.cutmix_alpha,
     )
-    checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     prediction = trainer.predict(transformed.eval, metric_key_prefix="eval")
     eval_metrics = prediction.metrics
@@ -477,21 +635,15 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Pvt
             repo_id=training_args.hub_model_id,
         )
         results["model_dir"] = str(model_dir)
+        push_note = ""
+        if push_to_hub:
+            push_note, results["push_error"] = _push(model_dir, training_args)
         (output_dir / "all_results.json").write_text(json.dumps(results, indent=2, default=str))
         plot_training_curves(trainer.state.log_history, output_dir)
         plot_confusion_matrix(
             prediction.predictions[:, 0], prediction.label_ids, splits.label_names, output_dir / "confusion_matrix.png"
         )
-        if push_to_hub:
-            url = push_folder(
-                model_dir,
-                training_args.hub_model_id,
-                private=bool(training_args.hub_private_repo),
-                revision=training_args.hub_revision,
-                token=training_args.hub_token,
-            )
-            print(f"Pushed to {url}", flush=True)
-        print(summary_line(eval_metrics, time.time() - started, model_dir), flush=True)
+        print(summary_line(eval_metrics, time.time() - started, model_dir, push_note), flush=True)
     return results
 
 
@@ -503,6 +655,7 @@ def _hub_id_or_none(model_name_or_path: str | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """The fine-tuning CLI; raises on a user's mistake (scripts/finetune.py prints it as one line: `cli.run_cli`)."""
     argv = sys.argv[1:] if argv is None else argv
     model_args, data_args, training_args = parse_arguments(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

@@ -7,16 +7,16 @@ import sys
 from pathlib import Path
 
 from modeling_pvt import PRESETS, PvtConfig
+from modeling_pvt.cli import DEBUG_HELP, run_cli
 from modeling_pvt.conversion import (
     OWN,
     VERIFY_SIZES,
-    ConversionError,
     build_model,
     default_image_processor,
     load_checkpoint,
     verify,
 )
-from modeling_pvt.hub import DEFAULT_MAX_SHARD_SIZE, PublishError, save_hub_folder
+from modeling_pvt.hub import DEFAULT_MAX_SHARD_SIZE, save_hub_folder
 
 EXAMPLES = """examples:
   # the original release's pvt_tiny.pth, ImageNet-1k labels, checked against the original layout
@@ -95,43 +95,40 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"split model.safetensors into shards above this size (default {DEFAULT_MAX_SHARD_SIZE})",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output_dir")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        checkpoint = load_checkpoint(args.checkpoint)
-        print(f"Detected format: {checkpoint.format} ({len(checkpoint.state_dict)} tensors in {checkpoint.location})")
-        config = PvtConfig.from_json_file(args.config) if args.config else None
-        result = build_model(
-            checkpoint, variant=args.variant, num_labels=args.num_labels, id2label=args.labels, config=config
-        )
-        for note in result.notes:
-            print(f"Labels: {note}")
-        if args.verify:
-            for line in verify(result):
-                print(f"Verify {line}")
-        existing_card = Path(args.checkpoint) / "README.md"
-        folder = save_hub_folder(
-            result.model,
-            default_image_processor(checkpoint, result.model.config),
-            args.output_dir,
-            max_shard_size=args.max_shard_size,
-            overwrite=args.overwrite,
-            model_card=existing_card.read_text(encoding="utf-8")
-            if checkpoint.format == OWN and existing_card.is_file()
-            else None,
-            variant=args.variant,
-            repo_id=args.repo_id,
-            converted_from=f"the {checkpoint.format} checkpoint `{Path(checkpoint.location).name}`",
-        )
-    except (ConversionError, PublishError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    checkpoint = load_checkpoint(args.checkpoint)
+    print(f"Detected format: {checkpoint.format} ({len(checkpoint.state_dict)} tensors in {checkpoint.location})")
+    config = PvtConfig.from_json_file(args.config) if args.config else None
+    result = build_model(
+        checkpoint, variant=args.variant, num_labels=args.num_labels, id2label=args.labels, config=config
+    )
+    for note in result.notes:
+        print(f"Labels: {note}")
+    if args.verify:
+        for line in verify(result):
+            print(f"Verify {line}")
+    existing_card = Path(args.checkpoint) / "README.md"
+    folder = save_hub_folder(
+        result.model,
+        default_image_processor(checkpoint, result.model.config),
+        args.output_dir,
+        max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
+        model_card=existing_card.read_text(encoding="utf-8")
+        if checkpoint.format == OWN and existing_card.is_file()
+        else None,
+        variant=args.variant,
+        repo_id=args.repo_id,
+        converted_from=f"the {checkpoint.format} checkpoint `{Path(checkpoint.location).name}`",
+    )
     print(f"Wrote {folder}: {', '.join(sorted(path.name for path in folder.iterdir()))}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

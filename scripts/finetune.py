@@ -4,7 +4,8 @@
     python scripts/finetune.py --recipe configuration/recipes/imagenet-pvt-tiny.yaml --dataset_name ...
     accelerate launch --config_file configuration/accelerate/cpu-2proc.yaml scripts/finetune.py ...
 
-All options: python scripts/finetune.py --help (every TrainingArguments flag works).
+All options: python scripts/finetune.py --help (every TrainingArguments flag works). Errors are one `error: …` line;
+a bare --debug (or PVT_DEBUG=1) shows the traceback.
 """
 
 import sys
@@ -13,7 +14,9 @@ from pathlib import Path
 # Python puts this folder first on sys.path, where scripts/evaluate.py would shadow the `evaluate` library.
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 
+from modeling_pvt.cli import run_cli
 from modeling_pvt.training import main
 
 if __name__ == "__main__":
-    main()
+    hint = "Checkpoints written so far are kept: continue with --resume_from_checkpoint last."
+    sys.exit(run_cli(main, interrupted_hint=hint))

@@ -1,13 +1,18 @@
 """Upload a folder written by convert_checkpoint.py (or by the fine-tuning script) to a Hugging Face model repo:
 weights, config, remote code, processor config and model card, in one commit. The repo is created if needed.
 
+A folder written by plain `model.save_pretrained(d)` + `processor.save_pretrained(d)` has no model card and no code
+files: they are added to a temporary copy (the card rendered from the model) and that copy is pushed.
+
 The token comes from the usual places (HF_TOKEN, or `hf auth login`); it is never written to any file."""
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
-from modeling_pvt.hub import PublishError, push_folder
+from modeling_pvt.cli import DEBUG_HELP, run_cli
+from modeling_pvt.hub import plain_folder_as_hub_folder, push_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,25 +26,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--private", action="store_true", help="create the repo as private (if it does not exist)")
     parser.add_argument("--revision", help="branch to commit to (created from main if missing); default main")
     parser.add_argument("--commit-message", "--commit_message", dest="commit_message", help="commit message")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+    with tempfile.TemporaryDirectory(prefix="pvt-push-") as staging:
+        folder = args.folder
+        if folder.is_dir() and (folder / "config.json").is_file() and not (folder / "README.md").is_file():
+            folder = plain_folder_as_hub_folder(args.folder, Path(staging) / args.folder.name)
+            print(
+                f"{args.folder} has no README.md (plain save_pretrained output): rendered a model card and added the "
+                f"remote-code files in a temporary copy, which is what gets pushed; {args.folder} is unchanged.",
+                flush=True,
+            )
         url = push_folder(
-            args.folder,
-            args.repo_id,
-            private=args.private,
-            revision=args.revision,
-            commit_message=args.commit_message,
+            folder, args.repo_id, private=args.private, revision=args.revision, commit_message=args.commit_message
         )
-    except PublishError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     print(f"Pushed {args.folder} to {args.repo_id}: {url}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

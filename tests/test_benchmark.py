@@ -2,6 +2,7 @@
 scripts/benchmark.py, never asserted here."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from modeling_pvt.benchmarking import (
     main,
     our_classifier,
     paired_models,
+    parse_args,
     peak_memory_bytes,
     run_benchmark,
 )
@@ -102,3 +104,13 @@ def test_peak_memory_counts_what_a_function_allocates():
 def test_unknown_mode_is_rejected():
     with pytest.raises(ValueError, match="Unknown modes"):
         run_benchmark(BenchmarkSettings(modes=["turbo"]))
+
+
+def test_results_go_under_outputs_and_help_shows_the_defaults(capsys):
+    settings, args = parse_args([])
+    assert args.json == Path("outputs/benchmark/benchmark.json")
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for shown in ("(default: 7)", "(default: ['pvt-small'])", "(default: outputs/benchmark/benchmark.json)"):
+        assert shown in help_text, shown

@@ -18,6 +18,7 @@ from reference_pvt import PyramidVisionTransformer
 from safetensors.torch import save_file
 
 from modeling_pvt import PvtConfig, PvtForImageClassification
+from modeling_pvt.cli import run_cli
 from modeling_pvt.conversion import (
     ConversionError,
     build_model,
@@ -76,7 +77,7 @@ def tiny_original(tmp_path):
 
 
 def run_convert(capsys, *args) -> tuple[int, str, str]:
-    code = convert_main([str(arg) for arg in args])
+    code = run_cli(convert_main, [str(arg) for arg in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -291,6 +292,7 @@ def test_a_wrong_variant_is_reported_as_mis_shaped_keys(tmp_path, capsys):
     assert code == 1
     assert "mis-shaped" in err and "encoder.stages.0.embeddings.proj.weight: checkpoint (8, 3, 4, 4)" in err
     assert "missing" in err  # pvt-tiny has 2 blocks in stage 1, the tiny checkpoint 1
+    assert "--image_size" not in err and "--config with a config.json" in err  # only flags the script has
 
 
 def test_new_label_set_replaces_only_the_head(tiny_original, tmp_path, capsys):

@@ -130,6 +130,23 @@ def test_folder_errors_name_the_problem_and_the_fix(tmp_path):
     with pytest.raises(DataError, match="only 1 class.*at least 2"):
         load_image_folder_splits(single, single)
 
+    train, validation = tmp_path / "train", tmp_path / "val"
+    for name in ("circle", "square"):
+        _save(_noise(), train / name / "0.png")
+    for name in ("circle", "sqaure"):
+        _save(_noise(), validation / name / "0.png")
+    with pytest.raises(DataError) as typo:
+        load_image_folder_splits(train, validation)
+    message = str(typo.value)
+    assert "classes the training folder" in message and "['sqaure']" in message
+    assert "Training classes: ['circle', 'square']; validation classes: ['circle', 'sqaure']" in message
+
+    few = tmp_path / "few"
+    for name in ("a", "b", "c"):
+        _save(_noise(), few / name / "0.png")
+    with pytest.raises(DataError, match="Cannot hold out a stratified 20%.*at least 2 images.*--validation_dir"):
+        load_image_folder_splits(few)
+
     broken = tmp_path / "broken"
     (broken / "a").mkdir(parents=True)
     (broken / "a" / "x.png").write_bytes(b"\x89PNG broken")

@@ -138,3 +138,10 @@ def test_native_transformers_checkpoint_runs_through_the_cli_script(tmp_path):
 def test_default_output_folder_is_named_after_the_model():
     assert default_output_dir("outputs/pvt-tiny-digits/model") == Path("outputs/eval/outputs--pvt-tiny-digits--model")
     assert default_output_dir("org/pvt-tiny") == Path("outputs/eval/org--pvt-tiny")
+
+
+def test_help_names_only_options_the_script_has(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert "--max_steps" not in help_text and "--debug" in help_text

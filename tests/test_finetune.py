@@ -10,16 +10,22 @@ import sys
 import time
 from pathlib import Path
 
+import httpx2
+import huggingface_hub
 import pytest
+import torch
+import transformers
 from conftest import tiny_config
 from datasets import ClassLabel, Dataset, Features
 from datasets import Image as ImageFeature
 from helpers import read_json
+from huggingface_hub.errors import HfHubHTTPError
 from PIL import Image
 
 from modeling_pvt.data import DataError
 from modeling_pvt.hub import PublishError
-from modeling_pvt.training import main, parse_arguments, resolve_checkpoint
+from modeling_pvt import training
+from modeling_pvt.training import main, parse_arguments, plot_training_curves, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 FINETUNE = REPO / "scripts" / "finetune.py"
@@ -65,7 +71,17 @@ def test_no_arguments_means_the_digits_recipe():
         assert values[0] == values[1], name
     model_args, data_args, training_args = defaults
     assert model_args.config_name == "pvt-tiny" and data_args.is_digits
-    assert training_args.output_dir == "outputs/pvt-tiny-digits"
+    # Named after the model and the data, so that runs on other data or models never share a folder.
+    assert training_args.output_dir == "outputs/pvt-tiny-sklearn-digits"
+    shapes_run = parse_arguments(["--train_dir", "/data/shapes/train", "--model_name_or_path", "runs/x/model"])[2]
+    assert shapes_run.output_dir == "outputs/x-shapes"
+
+
+def test_bf16_works_on_a_cpu_only_machine_without_use_cpu():
+    recipe = str(REPO / "configuration/recipes/imagenet-pvt-tiny.yaml")
+    for flags in (["--bf16", "true"], ["--bf16"], ["--recipe", recipe]):
+        training_args = parse_arguments(flags)[2]
+        assert training_args.bf16 and training_args.use_cpu == (not torch.accelerator.is_available())
 
 
 def test_imagenet_recipe_and_flags_override_it():
@@ -90,7 +106,7 @@ def test_imagenet_recipe_and_flags_override_it():
     assert overridden.learning_rate == 0.123
 
 
-def test_tiny_run_writes_hub_folder_results_and_plots(tiny_config_file, tmp_path, capsys):
+def test_tiny_run_writes_hub_folder_results_and_plots(tiny_config_file, tmp_path, capsys, recwarn):
     output_dir = tmp_path / "run"
     flags = _tiny_run_flags(
         tiny_config_file,
@@ -105,6 +121,19 @@ def test_tiny_run_writes_hub_folder_results_and_plots(tiny_config_file, tmp_path
         "2",
     )
     results = main(flags)
+
+    first_lines = capsys.readouterr().out
+    for expected in (
+        "[finetune] data ",
+        "64 train / 40 eval images, 32x32",
+        "[finetune] classes  10 (0, 1, 2",
+        f"[finetune] output   {output_dir}",
+        "[finetune] threads  1 (auto: small images (1024 pixels) and a run of 8 steps, too short to measure)",
+        "[finetune] device   cpu, fp32",
+        "[finetune] resume   no (a fresh run)",
+    ):
+        assert expected in first_lines, expected
+    assert not [warning for warning in recwarn if "pin_memory" in str(warning.message)]
 
     model_dir = output_dir / "model"
     for name in ("config.json", "model.safetensors", "preprocessor_config.json", "README.md", "modeling_pvt.py"):
@@ -125,7 +154,7 @@ def test_tiny_run_writes_hub_folder_results_and_plots(tiny_config_file, tmp_path
     for plot in ("loss_curve.png", "accuracy_curve.png", "confusion_matrix.png"):
         with Image.open(output_dir / plot) as image:
             assert image.format == "PNG" and image.size[0] > 100
-    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = first_lines.strip().splitlines()[-1]
     assert summary.startswith("Done in") and f"{results['eval_accuracy']:.2%}" in summary
     assert f"pipeline('image-classification', model='{model_dir}', trust_remote_code=True)" in summary
 
@@ -135,8 +164,23 @@ def test_tiny_run_writes_hub_folder_results_and_plots(tiny_config_file, tmp_path
     prediction = classifier(Image.new("RGB", (32, 32), "white"), top_k=3)
     assert len(prediction) == 3 and prediction[0]["label"] in {str(d) for d in range(10)}
 
+    # A second run into the same folder stops before reading any data, naming both ways out; the model is untouched.
+    before = (model_dir / "model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="holds a finished model.*--output_dir.*--overwrite_output_dir true"):
+        main(flags)
+    with pytest.raises(FileExistsError, match="already holds a finished model"):
+        main([*flags, "--resume_from_checkpoint", "last"])
+    assert (model_dir / "model.safetensors").read_bytes() == before
 
-def test_finetunes_a_saved_checkpoint_on_an_image_folder_with_a_new_head(tiny_config_file, tmp_path):
+
+def test_plots_without_eval_data_are_not_written(tmp_path):
+    written = plot_training_curves([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}], tmp_path)
+    assert [path.name for path in written] == ["loss_curve.png"] and not (tmp_path / "accuracy_curve.png").exists()
+
+
+def test_finetunes_a_saved_checkpoint_on_an_image_folder_with_a_new_head(
+    tiny_config_file, tmp_path, monkeypatch, capsys
+):
     source = tmp_path / "digits-run"
     main(_tiny_run_flags(tiny_config_file, source, "--num_train_epochs", "1"))
     folder = tmp_path / "folder"
@@ -160,31 +204,67 @@ def test_finetunes_a_saved_checkpoint_on_an_image_folder_with_a_new_head(tiny_co
                 "1",
             ]
         )
-    # Publishing goes through the shared Hub helper, after the folder is written; offline it fails with its advice.
-    with pytest.raises(PublishError, match="HF_HUB_OFFLINE is set"):
-        main(
-            [
-                "--model_name_or_path",
-                str(source / "model"),
-                "--ignore_mismatched_sizes",
-                "true",
-                "--train_dir",
-                str(folder),
-                "--output_dir",
-                str(output_dir),
-                "--num_train_epochs",
-                "1",
-                "--per_device_train_batch_size",
-                "8",
-                "--push_to_hub",
-                "true",
-                "--hub_model_id",
-                "someone/pvt-shapes",
-            ]
-        )
+    flags = [
+        *("--model_name_or_path", str(source / "model"), "--ignore_mismatched_sizes", "true"),
+        *("--train_dir", str(folder), "--output_dir", str(output_dir), "--num_train_epochs", "1"),
+        *("--per_device_train_batch_size", "8", "--push_to_hub", "true", "--hub_model_id", "someone/pvt-shapes"),
+    ]
+    # The push target is checked before any data is read: offline, the run stops at once.
+    with pytest.raises(PublishError, match="HF_HUB_OFFLINE is set.*scripts/push_to_hub.py"):
+        main(flags)
+    assert not output_dir.exists()
+
+    # Reachable at the start but failing at the end: the model is kept and the summary says how to push it later.
+    monkeypatch.setattr(training, "check_push_target", lambda repo_id, token=None: "someone")
+    request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
+    failure = HfHubHTTPError("503 Server Error", response=httpx2.Response(503, request=request))
+
+    def unavailable_hub(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", unavailable_hub)
+    results = main(flags)
+    captured = capsys.readouterr()
+    assert "HTTP 503" in captured.err and "HTTP 503" in results["push_error"]
+    summary = captured.out.strip().splitlines()[-1]
+    assert "NOT pushed to someone/pvt-shapes" in summary
+    assert f"push it later with: python scripts/push_to_hub.py {output_dir / 'model'} someone/pvt-shapes" in summary
     config = read_json(output_dir / "model" / "config.json")
     assert config["id2label"] == {"0": "circle", "1": "square", "2": "triangle"}
     assert "eval_top5_accuracy" not in read_json(output_dir / "all_results.json")  # 3 classes: no top-5
+
+
+def test_native_folder_without_label_names_fine_tunes_in_bf16_on_the_cpu(tmp_path):
+    """transformers 5.24 writes `"id2label": null` for a PVT saved without label names; and --bf16 alone must work
+    on a machine without an accelerator."""
+    native = transformers.PvtForImageClassification(
+        transformers.PvtConfig(
+            hidden_sizes=[8, 16, 32, 64],
+            depths=[1, 1, 1, 1],
+            num_attention_heads=[1, 1, 2, 2],
+            mlp_ratios=[2, 2, 2, 2],
+            image_size=32,
+            num_labels=4,
+        )
+    )
+    native.save_pretrained(tmp_path / "native")
+    config = read_json(tmp_path / "native" / "config.json")
+    config.update(id2label=None, label2id=None)
+    (tmp_path / "native" / "config.json").write_text(json.dumps(config))
+    folder = tmp_path / "shapes"
+    for class_index, name in enumerate(("circle", "square")):
+        (folder / name).mkdir(parents=True)
+        for index in range(5):
+            Image.new("L", (36, 36), 100 * class_index + index).save(folder / name / f"{index}.png")
+    results = main(
+        [
+            *("--model_name_or_path", str(tmp_path / "native"), "--ignore_mismatched_sizes", "true"),
+            *("--train_dir", str(folder), "--output_dir", str(tmp_path / "run"), "--max_steps", "1"),
+            *("--per_device_train_batch_size", "4", "--image_size", "32", "--bf16", "true"),
+        ]
+    )
+    assert read_json(tmp_path / "run" / "model" / "config.json")["id2label"] == {"0": "circle", "1": "square"}
+    assert math.isfinite(results["eval_loss"])
 
 
 def test_bad_arguments_get_clear_errors(tiny_config_file, tmp_path):
@@ -263,11 +343,12 @@ def test_run_killed_with_sigkill_resumes_to_the_same_metrics(tiny_config_file, t
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     results = read_json(killed_dir / "all_results.json")
     assert results["resumed_from"].endswith(f"checkpoint-{killed_at}")
+    assert f"[finetune] resume   from {killed_dir / f'checkpoint-{killed_at}'}" in resumed.stdout
     assert results["eval_accuracy"] == reference["eval_accuracy"]
     assert results["eval_loss"] == pytest.approx(reference["eval_loss"], rel=1e-4)
 
 
-def test_streamed_dataset_by_name_trains_for_max_steps(tiny_config_file, tmp_path):
+def test_streamed_dataset_by_name_trains_for_max_steps(tiny_config_file, tmp_path, capsys):
     features = Features({"img": ImageFeature(), "fine_label": ClassLabel(names=["a", "b", "c"])})
     for split, count in (("train", 24), ("validation", 9)):
         images = [Image.new("RGB", (36, 36), (20 * i, 0, 0)) for i in range(count)]
@@ -294,7 +375,8 @@ def test_streamed_dataset_by_name_trains_for_max_steps(tiny_config_file, tmp_pat
     ]
     with pytest.raises(DataError, match="pass --max_steps N"):
         main(flags)
-    results = main([*flags, "--max_steps", "3"])
+    results = main([*flags, "--max_steps", "3", "--resume_from_checkpoint", "last"])
+    assert "no complete checkpoint found in" in capsys.readouterr().out  # `last` in a new folder: a fresh start
     assert results["eval_accuracy"] >= 0 and read_json(tmp_path / "stream" / "model" / "config.json")["id2label"] == {
         "0": "a",
         "1": "b",

@@ -19,10 +19,15 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from modeling_pvt import PvtForImageClassification, PvtImageProcessor
 from modeling_pvt import hub
+from modeling_pvt.cli import run_cli
 from modeling_pvt.hub import PublishError, push_folder, save_hub_folder
 
 PUSH_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "push_to_hub.py"
-push_main = runpy.run_path(str(PUSH_SCRIPT))["main"]
+push_script_main = runpy.run_path(str(PUSH_SCRIPT))["main"]
+
+
+def push_main(argv: list[str]) -> int:
+    return run_cli(push_script_main, argv)
 SECRET_TOKEN = "hf_TestOnlySecretToken0123456789"
 
 
@@ -219,3 +224,39 @@ def test_invalid_repo_id_is_explained(tmp_path, hub_folder, monkeypatch):
     with pytest.raises(PublishError, match="not a valid repo id.*org-or-user/model-name"):
         push_folder(hub_folder, "not a/valid//id")
     assert fake.calls == []
+
+
+def test_push_target_is_checked_before_a_run(monkeypatch):
+    with pytest.raises(PublishError, match="HF_HUB_OFFLINE is set.*scripts/push_to_hub.py FOLDER REPO_ID"):
+        hub.check_push_target("my-org/pvt-test")
+    with pytest.raises(PublishError, match="not a valid repo id"):
+        hub.check_push_target("not a/valid//id")
+    monkeypatch.setattr(hub, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(hub, "get_token", lambda: None)
+    with pytest.raises(PublishError, match="No Hugging Face token found"):
+        hub.check_push_target("my-org/pvt-test")
+
+    def unreachable(api, *args, **kwargs):
+        raise httpx2.ConnectError("Name or service not known")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "whoami", unreachable)
+    with pytest.raises(PublishError, match="Could not reach the Hugging Face Hub"):
+        hub.check_push_target("my-org/pvt-test", token=SECRET_TOKEN)
+    monkeypatch.setattr(huggingface_hub.HfApi, "whoami", lambda api, *args, **kwargs: {"name": "someone"})
+    assert hub.check_push_target("my-org/pvt-test", token=SECRET_TOKEN) == "someone"
+
+
+def test_a_plain_save_pretrained_folder_gets_a_card_and_is_pushed(tmp_path, model, monkeypatch, capsys):
+    plain = tmp_path / "plain"
+    model.save_pretrained(plain)
+    PvtImageProcessor().save_pretrained(plain)
+    before = snapshot(plain)
+    fake = FakeHub(tmp_path / "remote").install(monkeypatch)
+
+    assert push_main([str(plain), "my-org/pvt-plain"]) == 0, capsys.readouterr().err
+
+    assert "has no README.md (plain save_pretrained output): rendered a model card" in capsys.readouterr().out
+    assert len(fake.called("upload_folder")) == 1 and snapshot(plain) == before
+    uploaded = set(snapshot(tmp_path / "remote"))
+    assert {"README.md", "modeling_pvt.py", "configuration_pvt.py", "model.safetensors"} <= uploaded
+    assert "ant" in read_json(tmp_path / "remote" / "config.json")["id2label"].values()
