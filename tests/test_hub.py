@@ -92,7 +92,7 @@ def test_hub_folder_has_the_published_layout(hub_folder, model):
         "modeling_pvt.PvtForImageClassification"
     )
     assert read_json(hub_folder / "preprocessor_config.json")["auto_map"]["AutoImageProcessor"] == (
-        "image_processing_pvt.PvtImageProcessor"
+        "image_processing_pvt.PvtV1ImageProcessor"
     )
     assert (hub_folder / "README.md").read_text().startswith("---\n")
     assert not [path for path in hub_folder.parent.iterdir() if path.name.startswith(".")]
