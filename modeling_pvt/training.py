@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from .data import (
 from .evaluation import ACCURACY_METRIC_PATH, TOP_K, plot_confusion_matrix
 from .hub import PublishError, check_push_target, push_folder, save_hub_folder
 from .image_processing_pvt import PvtImageProcessor
+from .pictures import CLASSIFICATION_FIGURES, plot_training_curves
 from .modeling_pvt import PvtForImageClassification
 from .runs import (
     AUTO_THREADS,
@@ -103,12 +105,21 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments(DatasetArguments):
+class RunDataArguments:
+    """Data flags every task shares (mixed into each task's data arguments)."""
+
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train images."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N eval images."})
+    recipe: str | None = field(
+        default=None, metadata={"help": "JSON/YAML file of arguments (configuration/recipes/); flags override it."}
+    )
+
+
+@dataclass
+class DataArguments(DatasetArguments, RunDataArguments):
     streaming: bool = field(
         default=False, metadata={"help": "Stream --dataset_name instead of downloading it (needs --max_steps)."}
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train images."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N eval images."})
     crop_scale_min: float = field(
         default=0.8,
         metadata={
@@ -122,9 +133,6 @@ class DataArguments(DatasetArguments):
     rand_augment_magnitude: int = field(default=9, metadata={"help": "RandAugment magnitude, 0..10 (paper: 9)."})
     mixup_alpha: float = field(default=0.0, metadata={"help": "Mixup Beta(alpha, alpha); 0 = off (paper: 0.8)."})
     cutmix_alpha: float = field(default=0.0, metadata={"help": "CutMix Beta(alpha, alpha); 0 = off (paper: 1.0)."})
-    recipe: str | None = field(
-        default=None, metadata={"help": "JSON/YAML file of arguments (configuration/recipes/); flags override it."}
-    )
 
 
 def _default(name: str, value):
@@ -212,10 +220,12 @@ def _pre_parse(flags: list[str]) -> argparse.Namespace:
     return parser.parse_known_args(flags)[0]
 
 
-def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, PvtTrainingArguments]:
-    """Flags, optionally on top of `--recipe FILE` (the recipe's values come first, so flags override them)."""
+def parse_arguments(argv: list[str], task: "TrainingTask | None" = None) -> tuple:
+    """(model, data, training) arguments of `task` (default: image classification) from flags, optionally on top of
+    `--recipe FILE` (the recipe's values come first, so flags override them)."""
+    task = task or ImageClassificationTask()
     parser = HfArgumentParser(
-        (ModelArguments, DataArguments, PvtTrainingArguments),
+        (ModelArguments, task.data_arguments, task.training_arguments),
         epilog=f"A bare {DEBUG_FLAG} (or {DEBUG_ENVIRONMENT_VARIABLE}=1) shows the full traceback of an error; "
         f"{DEBUG_FLAG} with a value is Trainer's own debug option.",
     )
@@ -231,7 +241,7 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, Pvt
             launch_flags = ["--use_cpu", "true"]
     model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=launch_flags + flags)
     if given.output_dir is None:
-        source = data_args.dataset_name or data_args.train_dir or data_args.validation_dir or DIGITS_NAME
+        source = task.data_source(data_args)
         model = model_label(model_args.model_name_or_path, model_args.config_name)
         training_args.output_dir = str(default_output_dir(model, data_label(source)))
     return model_args, data_args, training_args
@@ -393,41 +403,7 @@ def make_compute_metrics():
 # ---------------------------------------------------------------------------------------------------------- outputs
 
 
-def plot_training_curves(log_history: list[dict], output_dir: Path) -> list[Path]:
-    """loss_curve.png (train + eval loss per step) and accuracy_curve.png (eval accuracy / top-5 per step); a figure
-    with nothing to draw (no evaluation during training: no accuracy curve) is not written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def series(key):
-        points = [(entry["step"], entry[key]) for entry in log_history if key in entry]
-        return ([step for step, _ in points], [value for _, value in points]) if points else None
-
-    written = []
-    for filename, title, keys in (
-        ("loss_curve.png", "Loss", (("loss", "train loss"), ("eval_loss", "eval loss"))),
-        ("accuracy_curve.png", "Eval accuracy", (("eval_accuracy", "top-1"), ("eval_top5_accuracy", "top-5"))),
-    ):
-        curves = [(key, label, points) for key, label in keys if (points := series(key))]
-        if not curves:
-            continue
-        figure, axes = plt.subplots(figsize=(6, 4))
-        for key, label, points in curves:
-            axes.plot(*points, marker="o" if key.startswith("eval") else None, markersize=3, label=label)
-        axes.set_xlabel("optimizer step")
-        axes.set_title(title)
-        axes.grid(alpha=0.3)
-        axes.legend()
-        figure.tight_layout()
-        figure.savefig(output_dir / filename, dpi=100)
-        plt.close(figure)
-        written.append(output_dir / filename)
-    return written
-
-
-def _card_hyperparameters(training_args: TrainingArguments, data_args: DataArguments) -> dict:
+def _card_hyperparameters(training_args: TrainingArguments, task_values: dict) -> dict:
     names = (
         "learning_rate",
         "weight_decay",
@@ -444,21 +420,132 @@ def _card_hyperparameters(training_args: TrainingArguments, data_args: DataArgum
     values = {name: getattr(value, "value", value) for name, value in values.items()}  # enums -> their strings
     if values["max_steps"] <= 0:  # unset: the run is defined by num_train_epochs
         del values["max_steps"]
+    if not values["label_smoothing_factor"]:
+        del values["label_smoothing_factor"]
     values["world_size"] = training_args.world_size
-    values.update({name: getattr(data_args, name) for name in ("mixup_alpha", "cutmix_alpha", "rand_augment_ops")})
-    return values
+    return {**values, **task_values}
 
 
-def summary_line(metrics: dict, seconds: float, model_dir: Path, push_note: str = "") -> str:
-    top5 = f", top-5 {metrics['eval_top5_accuracy']:.2%}" if "eval_top5_accuracy" in metrics else ""
+def summary_line(headline: str, seconds: float, model_dir: Path, pipeline_task: str, push_note: str = "") -> str:
     return (
-        f"Done in {int(seconds // 60)} min {seconds % 60:.0f} s: eval accuracy {metrics['eval_accuracy']:.2%}{top5}."
-        f"{push_note} Checkpoint: {model_dir} — "
-        f"load it with pipeline('image-classification', model='{model_dir}', trust_remote_code=True)"
+        f"Done in {int(seconds // 60)} min {seconds % 60:.0f} s: {headline}.{push_note} Checkpoint: {model_dir} — "
+        f"load it with pipeline('{pipeline_task}', model='{model_dir}', trust_remote_code=True)"
     )
 
 
-# ------------------------------------------------------------------------------------------------------------- main
+# ------------------------------------------------------------------------------------------------------ the task
+
+
+@dataclass
+class PreparedRun:
+    """What a task hands the shared run: its data (raw splits for names and sizes, transformed for Trainer), the
+    model and processor, and a batch of the training shape for the thread measurement."""
+
+    splits: LabeledSplits
+    transformed: LabeledSplits
+    model: torch.nn.Module
+    processor: PvtImageProcessor
+    resolution: str
+    probe_inputs: Callable[[int], dict]
+
+
+class TrainingTask:
+    """The task-specific half of a fine-tuning run; `run` does the rest (checks, threads, summary, resume, Hub
+    folder, push, results). Subclasses: image classification here, semantic segmentation in
+    `segmentation_training.py`."""
+
+    name = "finetune"
+    pipeline_task = "image-classification"
+    data_arguments: type = DataArguments
+    training_arguments: type = PvtTrainingArguments
+
+    def data_source(self, data_args) -> str:
+        return data_args.dataset_name or data_args.train_dir or data_args.validation_dir or DIGITS_NAME
+
+    def prepare(self, model_args: ModelArguments, data_args, training_args) -> PreparedRun:
+        raise NotImplementedError
+
+    def trainer(self, prepared: PreparedRun, data_args, training_args) -> Trainer:
+        raise NotImplementedError
+
+    def evaluate(self, trainer: Trainer, prepared: PreparedRun) -> tuple[dict, object]:
+        """(eval_* metrics, whatever `write_pictures` needs)."""
+        raise NotImplementedError
+
+    def card_results(self, metrics: dict) -> dict:
+        raise NotImplementedError
+
+    def card_hyperparameters(self, data_args) -> dict:
+        return {}
+
+    def headline(self, metrics: dict) -> str:
+        raise NotImplementedError
+
+    def write_pictures(self, trainer: Trainer, prepared: PreparedRun, evaluation, output_dir: Path) -> None:
+        raise NotImplementedError
+
+
+class ImageClassificationTask(TrainingTask):
+    def prepare(self, model_args, data_args, training_args) -> PreparedRun:
+        splits = data_args.load(digits_image_size=model_args.image_size or DIGITS_IMAGE_SIZE)
+        model, processor = build_model_and_processor(model_args, splits, data_args.is_digits)
+        augmentation = TrainAugmentation(
+            data_args.crop_scale_min,
+            data_args.horizontal_flip_probability,
+            data_args.rand_augment_ops,
+            data_args.rand_augment_magnitude,
+        )
+        splits = limited(splits, data_args, training_args.seed)
+        height, width = processor_size(processor)
+
+        def probe_inputs(batch_size: int) -> dict:
+            generator = torch.Generator().manual_seed(0)
+            return {
+                "pixel_values": torch.randn(batch_size, model.config.num_channels, height, width, generator=generator),
+                "labels": torch.randint(model.config.num_labels, (batch_size,), generator=generator),
+            }
+
+        transformed = with_transforms(splits, processor, augmentation)
+        return PreparedRun(splits, transformed, model, processor, f"{height}x{width}", probe_inputs)
+
+    def trainer(self, prepared, data_args, training_args) -> Trainer:
+        return PvtTrainer(
+            model=prepared.model,
+            args=training_args,
+            train_dataset=prepared.transformed.train,
+            eval_dataset=prepared.transformed.eval,
+            processing_class=prepared.processor,
+            compute_metrics=make_compute_metrics(),
+            preprocess_logits_for_metrics=top_k_indices,
+            mixup_alpha=data_args.mixup_alpha,
+            cutmix_alpha=data_args.cutmix_alpha,
+        )
+
+    def evaluate(self, trainer, prepared):
+        prediction = trainer.predict(prepared.transformed.eval, metric_key_prefix="eval")
+        return prediction.metrics, prediction
+
+    def card_results(self, metrics):
+        return {name: metrics[f"eval_{name}"] for name in ("accuracy", "top5_accuracy") if f"eval_{name}" in metrics}
+
+    def card_hyperparameters(self, data_args):
+        return {name: getattr(data_args, name) for name in ("mixup_alpha", "cutmix_alpha", "rand_augment_ops")}
+
+    def headline(self, metrics):
+        top5 = f", top-5 {metrics['eval_top5_accuracy']:.2%}" if "eval_top5_accuracy" in metrics else ""
+        return f"eval accuracy {metrics['eval_accuracy']:.2%}{top5}"
+
+    def write_pictures(self, trainer, prepared, evaluation, output_dir):
+        plot_training_curves(trainer.state.log_history, output_dir, CLASSIFICATION_FIGURES)
+        plot_confusion_matrix(
+            evaluation.predictions[:, 0],
+            evaluation.label_ids,
+            prepared.splits.label_names,
+            output_dir / "confusion_matrix.png",
+        )
+
+
+# ------------------------------------------------------------------------------------------------------------- run
 
 
 def _limit(dataset, count: int | None):
@@ -469,9 +556,16 @@ def _limit(dataset, count: int | None):
     return dataset.take(count)
 
 
-def _check_before_training(
-    model_args: ModelArguments, data_args: DataArguments, training_args: PvtTrainingArguments, push_to_hub: bool
-) -> None:
+def limited(splits: LabeledSplits, data_args, seed: int) -> LabeledSplits:
+    """`--max_train_samples` / `--max_eval_samples` applied (a streamed train split shuffled first)."""
+    if data_args.streaming:
+        splits.train = splits.train.shuffle(seed=seed, buffer_size=1000)
+    splits.train = _limit(splits.train, data_args.max_train_samples)
+    splits.eval = _limit(splits.eval, data_args.max_eval_samples)
+    return splits
+
+
+def _check_before_training(model_args: ModelArguments, data_args, training_args, push_to_hub: bool) -> None:
     """Everything that can be known wrong before data is read or a step is taken: the run stops at once."""
     if model_args.model_name_or_path:
         read_pvt_config(model_args.model_name_or_path)
@@ -490,7 +584,7 @@ def _check_before_training(
         check_push_target(training_args.hub_model_id, training_args.hub_token)
 
 
-def _total_steps(train_dataset, training_args: PvtTrainingArguments) -> int:
+def _total_steps(train_dataset, training_args) -> int:
     if training_args.max_steps > 0:
         return training_args.max_steps
     global_batch = (
@@ -499,23 +593,17 @@ def _total_steps(train_dataset, training_args: PvtTrainingArguments) -> int:
     return math.ceil(len(train_dataset) / global_batch) * math.ceil(training_args.num_train_epochs)
 
 
-def _choose_threads(model, processor, train_dataset, training_args: PvtTrainingArguments) -> ThreadChoice:
+def _choose_threads(prepared: PreparedRun, training_args) -> ThreadChoice:
     """Picks and applies this process's CPU thread count (see `choose_cpu_threads`)."""
     if training_args.device.type != "cpu":
         return ThreadChoice(None, f"training on {training_args.device.type}")
-    height, width = processor_size(processor)
-    batch_size = training_args.per_device_train_batch_size
-    generator = torch.Generator().manual_seed(0)
-    inputs = {
-        "pixel_values": torch.randn(batch_size, model.config.num_channels, height, width, generator=generator),
-        "labels": torch.randint(model.config.num_labels, (batch_size,), generator=generator),
-    }
+    inputs = prepared.probe_inputs(training_args.per_device_train_batch_size)
     choice = choose_cpu_threads(
         training_args.cpu_threads,
         cores=available_cores(),
-        image_pixels=height * width,
-        total_steps=_total_steps(train_dataset, training_args),
-        measure=lambda threads: time_training_steps(model, inputs, threads),
+        image_pixels=inputs["pixel_values"].shape[-2] * inputs["pixel_values"].shape[-1],
+        total_steps=_total_steps(prepared.splits.train, training_args),
+        measure=lambda threads: time_training_steps(prepared.model, inputs, threads),
     )
     if choice.threads is not None:
         torch.set_num_threads(choice.threads)
@@ -526,14 +614,14 @@ def _size(dataset) -> str:
     return f"{len(dataset):,}" if hasattr(dataset, "__len__") else "streamed"
 
 
-def _precision(training_args: PvtTrainingArguments) -> str:
+def _precision(training_args) -> str:
     if training_args.bf16:
         on_cpu = " on the CPU (fastest only on CPUs with native bf16)" if training_args.use_cpu else ""
         return f"bf16 autocast{on_cpu}"
     return "fp16 mixed precision" if training_args.fp16 else "fp32"
 
 
-def _push(model_dir: Path, training_args: PvtTrainingArguments) -> tuple[str, str | None]:
+def _push(model_dir: Path, training_args) -> tuple[str, str | None]:
     """(a note for the summary line, the error if the upload failed). A failed upload keeps the local model."""
     later = PUSH_LATER.format(folder=model_dir, repo_id=training_args.hub_model_id)
     try:
@@ -551,8 +639,30 @@ def _push(model_dir: Path, training_args: PvtTrainingArguments) -> tuple[str, st
     return f" Pushed to {url}.", None
 
 
-def run(model_args: ModelArguments, data_args: DataArguments, training_args: PvtTrainingArguments) -> dict:
+def _print_start(task: TrainingTask, prepared: PreparedRun, model_args, training_args, extra: dict) -> None:
+    splits, output_dir = prepared.splits, Path(training_args.output_dir)
+    names = splits.label_names
+    replacing = " (replacing the finished model there)" if is_finished(output_dir) else ""
+    print_run_summary(
+        {
+            "data": f"{splits.source}: {_size(splits.train)} train / {_size(splits.eval)} eval images, "
+            f"{prepared.resolution}",
+            "classes": f"{len(names)} ({', '.join(names[:10])}{', …' if len(names) > 10 else ''})",
+            "model": f"{model_args.model_name_or_path or model_args.config_name} as {type(prepared.model).__name__}, "
+            f"{sum(p.numel() for p in prepared.model.parameters()) / 1e6:.1f} M parameters",
+            "output": f"{output_dir}{replacing}",
+            "device": f"{training_args.device}, {_precision(training_args)}, world size {training_args.world_size}",
+            **extra,
+        },
+        prefix=f"[{task.name}]",
+    )
+
+
+def run(
+    model_args: ModelArguments, data_args, training_args, task: TrainingTask | None = None
+) -> dict:
     """Trains, evaluates and writes every output; returns all_results."""
+    task = task or ImageClassificationTask()
     started = time.time()
     # Our transforms add columns Trainer cannot see in forward's signature; never let it drop the image column.
     training_args.remove_unused_columns = False
@@ -563,74 +673,39 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Pvt
     output_dir = Path(training_args.output_dir)
     rank, world_size = training_args.process_index, training_args.world_size
     # Printed by every process so that a launch can be checked to have started the processes it asked for.
-    print(f"[finetune] process {rank} of {world_size} on {training_args.device}", flush=True)
+    print(f"[{task.name}] process {rank} of {world_size} on {training_args.device}", flush=True)
 
     set_seed(training_args.seed)
-    splits = data_args.load(digits_image_size=model_args.image_size or DIGITS_IMAGE_SIZE)
-    is_digits = data_args.is_digits
-    model, processor = build_model_and_processor(model_args, splits, is_digits)
-    augmentation = TrainAugmentation(
-        data_args.crop_scale_min,
-        data_args.horizontal_flip_probability,
-        data_args.rand_augment_ops,
-        data_args.rand_augment_magnitude,
-    )
-    if data_args.streaming:
-        splits.train = splits.train.shuffle(seed=training_args.seed, buffer_size=1000)
-    splits.train = _limit(splits.train, data_args.max_train_samples)
-    splits.eval = _limit(splits.eval, data_args.max_eval_samples)
-    transformed = with_transforms(splits, processor, augmentation)
-    threads = _choose_threads(model, processor, splits.train, training_args)
+    prepared = task.prepare(model_args, data_args, training_args)
+    threads = _choose_threads(prepared, training_args)
     checkpoint = resolve_checkpoint(training_args.resume_from_checkpoint, output_dir)
-    if training_args.process_index == 0:
-        names = splits.label_names
-        height, width = processor_size(processor)
-        replacing = " (replacing the finished model there)" if is_finished(output_dir) else ""
-        print_run_summary(
+    if rank == 0:
+        _print_start(
+            task,
+            prepared,
+            model_args,
+            training_args,
             {
-                "data": f"{splits.source}: {_size(splits.train)} train / {_size(splits.eval)} eval images, "
-                f"{height}x{width}",
-                "classes": f"{len(names)} ({', '.join(names[:10])}{', …' if len(names) > 10 else ''})",
-                "model": f"{model_args.model_name_or_path or model_args.config_name}, "
-                f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters",
-                "output": f"{output_dir}{replacing}",
                 "threads": threads.describe(),
-                "device": f"{training_args.device}, {_precision(training_args)}, world size {world_size}",
                 "resume": describe_resume(training_args.resume_from_checkpoint, checkpoint, output_dir),
                 "push": f"to {training_args.hub_model_id} at the end" if push_to_hub else "no",
             },
-            prefix="[finetune]",
         )
 
-    trainer = PvtTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=transformed.train,
-        eval_dataset=transformed.eval,
-        processing_class=processor,
-        compute_metrics=make_compute_metrics(),
-        preprocess_logits_for_metrics=top_k_indices,
-        mixup_alpha=data_args.mixup_alpha,
-        cutmix_alpha=data_args.cutmix_alpha,
-    )
+    trainer = task.trainer(prepared, data_args, training_args)
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    prediction = trainer.predict(transformed.eval, metric_key_prefix="eval")
-    eval_metrics = prediction.metrics
+    eval_metrics, evaluation = task.evaluate(trainer, prepared)
 
     results = {**train_result.metrics, **eval_metrics, "world_size": world_size, "resumed_from": checkpoint}
     if trainer.is_world_process_zero():
         model_dir = save_hub_folder(
             trainer.model,
-            processor,
+            prepared.processor,
             output_dir / MODEL_SUBFOLDER,
             overwrite=True,
-            eval_results={
-                name: eval_metrics[f"eval_{name}"]
-                for name in ("accuracy", "top5_accuracy")
-                if f"eval_{name}" in eval_metrics
-            },
-            dataset_name=splits.source,
-            training_args=_card_hyperparameters(training_args, data_args),
+            eval_results=task.card_results(eval_metrics),
+            dataset_name=prepared.splits.source,
+            training_args=_card_hyperparameters(training_args, task.card_hyperparameters(data_args)),
             base_model=_hub_id_or_none(model_args.model_name_or_path),
             repo_id=training_args.hub_model_id,
         )
@@ -639,11 +714,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Pvt
         if push_to_hub:
             push_note, results["push_error"] = _push(model_dir, training_args)
         (output_dir / "all_results.json").write_text(json.dumps(results, indent=2, default=str))
-        plot_training_curves(trainer.state.log_history, output_dir)
-        plot_confusion_matrix(
-            prediction.predictions[:, 0], prediction.label_ids, splits.label_names, output_dir / "confusion_matrix.png"
-        )
-        print(summary_line(eval_metrics, time.time() - started, model_dir, push_note), flush=True)
+        task.write_pictures(trainer, prepared, evaluation, output_dir)
+        headline = task.headline(eval_metrics)
+        print(summary_line(headline, time.time() - started, model_dir, task.pipeline_task, push_note), flush=True)
     return results
 
 
@@ -654,10 +727,11 @@ def _hub_id_or_none(model_name_or_path: str | None) -> str | None:
     return model_name_or_path
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """The fine-tuning CLI; raises on a user's mistake (scripts/finetune.py prints it as one line: `cli.run_cli`)."""
+def main(argv: list[str] | None = None, task: TrainingTask | None = None) -> dict:
+    """A fine-tuning CLI; raises on a user's mistake (the scripts print it as one line: `cli.run_cli`)."""
+    task = task or ImageClassificationTask()
     argv = sys.argv[1:] if argv is None else argv
-    model_args, data_args, training_args = parse_arguments(argv)
+    model_args, data_args, training_args = parse_arguments(argv, task)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     logging.getLogger().setLevel(training_args.get_process_log_level())
-    return run(model_args, data_args, training_args)
+    return run(model_args, data_args, training_args, task)

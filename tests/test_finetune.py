@@ -25,7 +25,8 @@ from PIL import Image
 from modeling_pvt.data import DataError
 from modeling_pvt.hub import PublishError
 from modeling_pvt import training
-from modeling_pvt.training import main, parse_arguments, plot_training_curves, resolve_checkpoint
+from modeling_pvt.pictures import CLASSIFICATION_FIGURES, plot_training_curves
+from modeling_pvt.training import main, parse_arguments, resolve_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 FINETUNE = REPO / "scripts" / "finetune.py"
@@ -174,7 +175,7 @@ def test_tiny_run_writes_hub_folder_results_and_plots(tiny_config_file, tmp_path
 
 
 def test_plots_without_eval_data_are_not_written(tmp_path):
-    written = plot_training_curves([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}], tmp_path)
+    written = plot_training_curves([{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.5}], tmp_path, CLASSIFICATION_FIGURES)
     assert [path.name for path in written] == ["loss_curve.png"] and not (tmp_path / "accuracy_curve.png").exists()
 
 
