@@ -317,7 +317,8 @@ def _labels(checkpoint: Checkpoint, task: str, num_labels, id2label) -> tuple[di
     if id2label is not None:
         named = f" ({known[1]})" if known else ""
         if len(id2label) == head_size:
-            return id2label, False, f"kept the checkpoint's {head_size}-way {head_name} with the given label names{named}"
+            note = f"kept the checkpoint's {head_size}-way head with the given label names{named}"
+            return id2label, False, note
         with_neck = " with the FPN neck" if task == SEGMENTATION and checkpoint.task == CLASSIFICATION else ""
         return (
             id2label,
@@ -394,7 +395,8 @@ def build_model(
         weights = {
             key: value
             for key, value in weights.items()
-            if not key.startswith(_CLASSIFIER_ONLY_PREFIXES) and not (key.endswith(".cls_token") and key not in expected)
+            if not key.startswith(_CLASSIFIER_ONLY_PREFIXES)
+            and not (key.endswith(".cls_token") and key not in expected)
         }
     if fresh:
         weights = {key: value for key, value in weights.items() if not key.startswith(fresh)}

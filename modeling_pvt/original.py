@@ -209,7 +209,8 @@ class FPN(nn.Module):
     def forward(self, inputs):
         laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
         for i in range(len(laterals) - 1, 0, -1):
-            laterals[i - 1] = laterals[i - 1] + F.interpolate(laterals[i], size=laterals[i - 1].shape[2:], mode="nearest")
+            coarser = F.interpolate(laterals[i], size=laterals[i - 1].shape[2:], mode="nearest")
+            laterals[i - 1] = laterals[i - 1] + coarser
         return [conv(x) for conv, x in zip(self.fpn_convs, laterals)]
 
 

@@ -90,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--num_labels",
         type=int,
-        help="number of labels (named LABEL_0…, or ADE20K's names for a 150-way segmentation head); a number different "
-        "from the checkpoint's head gives a new, randomly initialised head. Default: the checkpoint's head, with "
+        help="number of labels (named LABEL_0…, or ADE20K's names for a 150-way segmentation head); a number "
+        "different from the checkpoint's head gives a new, randomly initialised head. Default: the checkpoint's head, with "
         "ImageNet-1k names for 1000 outputs and ADE20K names for 150-way segmentation heads",
     )
     parser.add_argument(

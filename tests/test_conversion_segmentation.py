@@ -130,13 +130,14 @@ def test_mmseg_key_problems_are_named_and_nothing_is_written(tiny_mmseg, tmp_pat
     mutate(state_dict)
     checkpoint = save_mmseg(reference, tmp_path / "broken.pth", state_dict=state_dict)
 
-    code, _, err = run_convert(capsys, "--checkpoint", checkpoint, "--config", config_path, "--output_dir", tmp_path / "o")
+    output = tmp_path / "o"
+    code, _, err = run_convert(capsys, "--checkpoint", checkpoint, "--config", config_path, "--output_dir", output)
 
     assert code == 1
     assert err.startswith("error: ") and "Traceback" not in err
     for text in expected:
         assert text in err
-    assert not (tmp_path / "o").exists()
+    assert not output.exists()
 
 
 def test_mmseg_checkpoint_cannot_become_a_classifier(tiny_mmseg, tmp_path, capsys):
