@@ -206,3 +206,25 @@ def test_our_segmentation_folder_re_exports_with_new_labels_keeping_the_rest(tin
     assert after.decode_head.classifier.out_channels == 2
     torch.testing.assert_close(after.neck.fpn_convs[3].weight, before.neck.fpn_convs[3].weight)
     assert PvtImageProcessor.from_pretrained(second).size_divisor == 32
+
+
+def test_a_native_transformers_classifier_becomes_a_segmentation_model_but_cannot_be_verified(tmp_path, capsys):
+    import transformers
+
+    native_config = transformers.PvtConfig(
+        hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 2, 1], num_attention_heads=[1, 2, 2, 4], mlp_ratios=[2, 2, 2, 2]
+    )
+    native = transformers.PvtForImageClassification(native_config).eval()
+    native.save_pretrained(tmp_path / "native")
+    args = ["--checkpoint", tmp_path / "native", "--task", "semantic-segmentation", "--num_labels", "3"]
+
+    code, _, err = run_convert(capsys, *args, "--output_dir", tmp_path / "refused", "--verify")
+    assert code == 1 and "no dense transformers-native PVT model to compare" in err
+    assert not (tmp_path / "refused").exists()
+
+    code, out, err = run_convert(capsys, *args, "--output_dir", tmp_path / "out")
+    assert code == 0, err
+    model = PvtForSemanticSegmentation.from_pretrained(tmp_path / "out")
+    torch.testing.assert_close(
+        model.encoder.stages[2].blocks[1].mlp.fc1.weight, native.pvt.encoder.block[2][1].mlp.dense1.weight
+    )

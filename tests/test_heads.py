@@ -14,6 +14,8 @@ from transformers import (
     DetrForObjectDetection,
     Mask2FormerConfig,
     Mask2FormerForUniversalSegmentation,
+    MaskFormerConfig,
+    MaskFormerForInstanceSegmentation,
     UperNetConfig,
     UperNetForSemanticSegmentation,
 )
@@ -78,6 +80,19 @@ def mask2former() -> Mask2FormerForUniversalSegmentation:
         dim_feedforward=32,
     )
     return Mask2FormerForUniversalSegmentation(config).eval()
+
+
+def maskformer() -> MaskFormerForInstanceSegmentation:
+    decoder = {"model_type": "detr", "d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "num_queries": 4}
+    config = MaskFormerConfig(
+        backbone_config=tiny_config(out_indices=ALL_STAGES),
+        fpn_feature_size=32,  # GroupNorms with 32 groups
+        mask_feature_size=32,
+        num_queries=4,
+        num_labels=3,
+        decoder_config={**decoder, "encoder_ffn_dim": 16, "decoder_ffn_dim": 16},
+    )
+    return MaskFormerForInstanceSegmentation(config).eval()
 
 
 @pytest.fixture
@@ -171,7 +186,12 @@ def test_head_folders_load_by_repo_id_in_a_fresh_process_without_the_package(ori
     _, path = original_classifier
     pixel_values = torch.randn(1, 3, 64, 64)
     expected, env = {}, {}
-    models = {"org/pvt-upernet": upernet(), "org/pvt-detr": detr(), "org/pvt-mask2former": mask2former()}
+    models = {
+        "org/pvt-upernet": upernet(),
+        "org/pvt-detr": detr(),
+        "org/pvt-mask2former": mask2former(),
+        "org/pvt-maskformer": maskformer(),
+    }
     for repo_id, model in models.items():
         load_pvt_backbone_weights(model, path)
         processor = PvtV1ImageProcessor.for_segmentation(short_side=64)
@@ -179,7 +199,7 @@ def test_head_folders_load_by_repo_id_in_a_fresh_process_without_the_package(ori
         env = lay_out_as_hub_cache(folder, tmp_path / "hf_home", repo_id)
         with torch.no_grad():
             outputs = model(pixel_values)
-        expected[repo_id] = outputs.class_queries_logits if "mask2former" in repo_id else outputs.logits
+        expected[repo_id] = outputs.class_queries_logits if "former" in repo_id else outputs.logits
     upernet_config = read_json(tmp_path / "pvt-upernet" / "config.json")
     assert upernet_config["auto_map"] == {
         "AutoConfig": "modeling_pvt_heads.PvtUperNetConfig",
@@ -200,6 +220,7 @@ def test_head_folders_load_by_repo_id_in_a_fresh_process_without_the_package(ori
             ("org/pvt-upernet", AutoModelForSemanticSegmentation, "logits"),
             ("org/pvt-detr", AutoModelForObjectDetection, "logits"),
             ("org/pvt-mask2former", AutoModelForUniversalSegmentation, "class_queries_logits"),
+            ("org/pvt-maskformer", AutoModelForUniversalSegmentation, "class_queries_logits"),
         ]:
             model = auto_class.from_pretrained(repo_id, trust_remote_code=True).eval()
             with torch.no_grad():
@@ -217,5 +238,6 @@ def test_head_folders_load_by_repo_id_in_a_fresh_process_without_the_package(ori
         "org/pvt-upernet": ["PvtUperNetForSemanticSegmentation", "transformers_modules"],
         "org/pvt-detr": ["PvtDetrForObjectDetection", "transformers_modules"],
         "org/pvt-mask2former": ["PvtMask2FormerForUniversalSegmentation", "transformers_modules"],
+        "org/pvt-maskformer": ["PvtMaskFormerForInstanceSegmentation", "transformers_modules"],
         "pipeline": [[120, 90]],
     }
