@@ -1,9 +1,12 @@
-"""Turning checkpoints from elsewhere into this package's `PvtForImageClassification`, and checking the result.
+"""Turning checkpoints from elsewhere into this package's `PvtForImageClassification` or
+`PvtForSemanticSegmentation`, and checking the result.
 
-Three sources are recognised from their parameter names (never from the file name):
+Four sources are recognised from their parameter names (never from the file name):
 
 - the original PVT release (`pvt_tiny.pth` …: `patch_embed1.proj.weight`, `block1.0.attn.kv.weight`, …), a bare
   state dict or wrapped as `{"model": state_dict}`;
+- the original Semantic FPN release (`fpn_pvt_s_ade20k_40k.pth`: mmseg's `{"state_dict": …, "meta": …}` with
+  `backbone.patch_embed1.…`, `neck.lateral_convs.0.conv.…`, `decode_head.conv_seg.…`);
 - transformers' native PVT (`encoder.patch_embeddings.0.projection.weight`, …), a folder, a Hub repo id or a
   weights file;
 - this package's own layout (`pvt.encoder.stages.0…`), e.g. a model fine-tuned with our scripts.
@@ -27,20 +30,25 @@ from transformers import PretrainedConfig
 from .configuration_pvt import PRESETS, PvtConfig, preset_name
 from .image_processing_pvt import PvtImageProcessor
 from .modeling_pvt import (
+    PvtBackbone,
     PvtForImageClassification,
+    PvtForSemanticSegmentation,
+    convert_mmseg_state_dict,
     convert_native_config,
     convert_native_state_dict,
     convert_original_state_dict,
     load_checkpoint_weights,
     read_checkpoint_json,
 )
-from .original import OriginalPyramidVisionTransformer
+from .original import OriginalDensePyramidVisionTransformer, OriginalPyramidVisionTransformer, OriginalSemanticFpn
 
 ORIGINAL = "original PVT release"
+MMSEG = "original Semantic FPN release (mmseg)"
 NATIVE = "transformers-native PVT"
 OWN = "pvt-transformers (this package)"
 # Names that only occur in one layout; the first match decides.
 _FORMAT_MARKERS = (
+    (MMSEG, ("backbone.patch_embed1.", "decode_head.conv_seg.")),
     (ORIGINAL, ("patch_embed1.", "pos_embed1", "block1.")),
     (NATIVE, ("encoder.patch_embeddings.", "pvt.encoder.patch_embeddings.", "encoder.block.", "pvt.encoder.block.")),
     (OWN, ("encoder.stages.", "pvt.encoder.stages.")),
@@ -49,9 +57,25 @@ _FORMAT_MARKERS = (
 _WRAPPER_KEYS = ("model", "state_dict")
 WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 VERIFY_SIZES = ((224, 224), (192, 288))
+# The paper's segmentation test size, and a non-square one whose sides are not multiples of 32.
+VERIFY_SEGMENTATION_SIZES = ((512, 512), (480, 650))
 VERIFY_TOLERANCE = 1e-4
 CLASSIFIER_PREFIX = "classifier."
 NATIVE_MODEL_TYPE = "pvt"  # transformers' own PVT
+SEGMENTATION_CLASSIFIER_PREFIX = "decode_head.classifier."
+CLASSIFICATION, SEGMENTATION = "image-classification", "semantic-segmentation"
+TASKS = (CLASSIFICATION, SEGMENTATION)
+_MODEL_CLASSES = {CLASSIFICATION: PvtForImageClassification, SEGMENTATION: PvtForSemanticSegmentation}
+# What a new head replaces: the classifier's Linear; for segmentation the last 1x1 conv, or (starting from a
+# classifier) the whole neck and decode head.
+_NEW_HEAD_PREFIXES = {
+    (CLASSIFICATION, CLASSIFICATION): (CLASSIFIER_PREFIX,),
+    (SEGMENTATION, SEGMENTATION): (SEGMENTATION_CLASSIFIER_PREFIX,),
+    (CLASSIFICATION, SEGMENTATION): ("neck.", "decode_head."),
+}
+# Parts of a classifier that the dense segmentation model has no use for (its CLS token is dropped only when the
+# model has none; the CLS slot of the stage-4 position embeddings is kept).
+_CLASSIFIER_ONLY_PREFIXES = ("norm.", CLASSIFIER_PREFIX)
 
 
 class ConversionError(ValueError):
@@ -68,25 +92,45 @@ class Checkpoint:
     original_state_dict: dict | None = None  # the untranslated original weights, to run the original layout
     config: PvtConfig | None = None  # only when the source carries one (a folder or Hub repo)
     image_processor: PvtImageProcessor | None = None
+    class_names: list[str] | None = None  # mmseg checkpoints record their dataset's classes in `meta`
+
+    @property
+    def task(self) -> str:
+        """What the checkpoint's head does: semantic segmentation when it has a decode head."""
+        return SEGMENTATION if any(key.startswith("decode_head.") for key in self.state_dict) else CLASSIFICATION
 
     @property
     def head_size(self) -> int | None:
-        weight = self.state_dict.get(f"{CLASSIFIER_PREFIX}weight")
+        prefix = SEGMENTATION_CLASSIFIER_PREFIX if self.task == SEGMENTATION else CLASSIFIER_PREFIX
+        weight = self.state_dict.get(f"{prefix}weight")
         return None if weight is None else weight.shape[0]
 
 
 @dataclass
 class ConversionResult:
-    model: PvtForImageClassification
+    model: PvtForImageClassification | PvtForSemanticSegmentation
     source: Checkpoint
     new_head: bool
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def task(self) -> str:
+        return SEGMENTATION if isinstance(self.model, PvtForSemanticSegmentation) else CLASSIFICATION
+
+
+def _shipped_labels(filename: str) -> dict[int, str]:
+    text = resources.files(__package__).joinpath(filename).read_text(encoding="utf-8")
+    return {int(index): name for index, name in json.loads(text).items()}
+
 
 def imagenet_id2label() -> dict[int, str]:
     """The 1000 ImageNet-1k class names shipped with the package (index -> name)."""
-    text = resources.files(__package__).joinpath("imagenet_labels.json").read_text(encoding="utf-8")
-    return {int(index): name for index, name in json.loads(text).items()}
+    return _shipped_labels("imagenet_labels.json")
+
+
+def ade20k_id2label() -> dict[int, str]:
+    """The 150 ADE20K (SceneParsing) class names shipped with the package, in mmseg's `ADE20KDataset` order."""
+    return _shipped_labels("ade20k_labels.json")
 
 
 def read_pvt_config(name_or_path: str) -> dict:
@@ -131,17 +175,23 @@ def detect_format(keys) -> str:
             return name
     raise ConversionError(
         f"Could not tell which PVT layout this checkpoint uses; its first keys are {keys[:8]}. Expected an original "
-        "PVT release checkpoint (patch_embed1.proj.weight, …), a transformers-native PVT checkpoint "
+        "PVT release checkpoint (patch_embed1.proj.weight, …), an original Semantic FPN checkpoint "
+        "(backbone.patch_embed1.proj.weight, …, decode_head.conv_seg.weight), a transformers-native PVT checkpoint "
         "(encoder.patch_embeddings.0.projection.weight, …) or one saved by this package."
     )
 
 
 def load_weights_file(path: Path) -> dict:
     """A state dict from a `.pth`/`.pt`/`.bin`/`.safetensors` file, loaded without running any pickled code."""
+    return _read_weights_file(path)[0]
+
+
+def _read_weights_file(path: Path) -> tuple[dict, list[str] | None]:
+    """The state dict and, for mmseg checkpoints, the class names their `meta` records."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(path)
+        return load_file(path), None
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
@@ -155,7 +205,9 @@ def load_weights_file(path: Path) -> dict:
         raise ConversionError(
             f"Could not read {path} as a PyTorch checkpoint ({error}). Is the file complete?"
         ) from error
-    return _unwrap(loaded, path)
+    meta = loaded.get("meta") if isinstance(loaded, dict) else None
+    class_names = meta.get("CLASSES") if isinstance(meta, dict) else None
+    return _unwrap(loaded, path), [str(name).strip() for name in class_names] if class_names else None
 
 
 def _blocked_global(error: Exception) -> str:
@@ -189,8 +241,10 @@ def load_checkpoint(location) -> Checkpoint:
             raise ConversionError(
                 f"{path} has suffix {path.suffix!r}; expected one of {', '.join(WEIGHT_FILE_SUFFIXES)} or a folder."
             )
-        raw = load_weights_file(path)
-        return _translated(str(path), raw, config=None, image_processor=None)
+        raw, class_names = _read_weights_file(path)
+        checkpoint = _translated(str(path), raw, config=None, image_processor=None)
+        checkpoint.class_names = class_names
+        return checkpoint
     if not path.exists() and not re.fullmatch(r"[\w.-]+/[\w.-]+", str(location)):
         raise ConversionError(f"{location} does not exist. Give a checkpoint file, a folder or a Hub repo id.")
     try:
@@ -230,6 +284,8 @@ def _translated(location, raw: dict, config, image_processor) -> Checkpoint:
         if source_format == ORIGINAL:
             num_stages = len({key.split(".")[0] for key in raw if key.startswith("patch_embed")})
             state_dict = convert_original_state_dict(raw, num_stages=num_stages)
+        elif source_format == MMSEG:
+            state_dict = convert_mmseg_state_dict(raw)
         elif source_format == NATIVE:
             state_dict = convert_native_state_dict(raw)
         else:
@@ -240,7 +296,7 @@ def _translated(location, raw: dict, config, image_processor) -> Checkpoint:
         location=location,
         format=source_format,
         state_dict=state_dict,
-        original_state_dict=raw if source_format == ORIGINAL else None,
+        original_state_dict=raw if source_format in (ORIGINAL, MMSEG) else None,
         config=config,
         image_processor=image_processor,
     )
@@ -283,37 +339,48 @@ def _architecture(checkpoint: Checkpoint, variant: str | None, config: PvtConfig
     return config
 
 
-def _labels(checkpoint: Checkpoint, config: PvtConfig, num_labels, id2label) -> tuple[dict, bool, str]:
+def _labels(checkpoint: Checkpoint, task: str, num_labels, id2label) -> tuple[dict, bool, str]:
     """The label set, whether it needs a new head, and a sentence saying where it came from."""
-    head_size = checkpoint.head_size
+    # A classifier's Linear is no segmentation head: starting from one, segmentation always gets a new head.
+    head_size = checkpoint.head_size if checkpoint.task == task else None
+    head_name = "segmentation head" if task == SEGMENTATION else "classifier head"
     if id2label is not None and num_labels is not None and len(id2label) != num_labels:
         raise ConversionError(f"--num_labels {num_labels} disagrees with the {len(id2label)} label names given.")
-    if id2label is None and num_labels is not None:
+    known = _known_label_set(task, num_labels) if id2label is None and num_labels is not None else None
+    if known is not None:
+        id2label = known[0]
+    elif id2label is None and num_labels is not None:
         id2label = {index: f"LABEL_{index}" for index in range(num_labels)}
     if id2label is not None:
+        named = f" ({known[1]})" if known else ""
         if len(id2label) == head_size:
-            return id2label, False, f"kept the checkpoint's {head_size}-way head with the given label names"
+            note = f"kept the checkpoint's {head_size}-way head with the given label names{named}"
+            return id2label, False, note
+        with_neck = " with the FPN neck" if task == SEGMENTATION and checkpoint.task == CLASSIFICATION else ""
         return (
             id2label,
             True,
             (
-                f"new {len(id2label)}-way classifier head, randomly initialised (the checkpoint's head "
-                + (f"has {head_size} outputs" if head_size else "is absent")
+                f"new {len(id2label)}-way {head_name}{named}, randomly initialised{with_neck} (the checkpoint's "
+                + (f"{head_name} has {head_size} outputs" if head_size else f"{head_name} is absent")
                 + "); fine-tune before use"
             ),
         )
     if head_size is None:
         raise ConversionError(
-            f"{checkpoint.location} has no classifier head. Pass --num_labels N or --labels FILE to attach a new one."
+            f"{checkpoint.location} has no {head_name}. Pass --num_labels N or --labels FILE to attach a new one"
+            + (" (--num_labels 150 names the classes as ADE20K's)." if task == SEGMENTATION else ".")
         )
     source_labels = checkpoint.config.id2label if checkpoint.config is not None else {}
     # transformers fills id2label with placeholders LABEL_0… when a config has none; those are not names.
     named = any(name != f"LABEL_{index}" for index, name in source_labels.items())
     if named and len(source_labels) == head_size:
         return dict(source_labels), False, "label names from the source config"
-    imagenet = imagenet_id2label()
-    if head_size == len(imagenet):
-        return imagenet, False, "1000-way head: ImageNet-1k label names"
+    if checkpoint.class_names and len(checkpoint.class_names) == head_size:
+        return dict(enumerate(checkpoint.class_names)), False, "label names from the checkpoint's meta.CLASSES"
+    known = _known_label_set(task, head_size)
+    if known is not None:
+        return known[0], False, f"{head_size}-way head: {known[1]}"
     return (
         {index: f"LABEL_{index}" for index in range(head_size)},
         False,
@@ -321,27 +388,57 @@ def _labels(checkpoint: Checkpoint, config: PvtConfig, num_labels, id2label) -> 
     )
 
 
-def build_model(checkpoint: Checkpoint, variant=None, num_labels=None, id2label=None, config=None) -> ConversionResult:
-    """A `PvtForImageClassification` carrying the checkpoint's weights. Fails, naming the keys, unless every
-    parameter is matched in name and shape; only the classifier head may be left out, for a new label set.
+def _known_label_set(task: str, size: int) -> tuple[dict, str] | None:
+    """The shipped label names a head of `size` outputs stands for: ImageNet-1k classifiers, ADE20K segmenters."""
+    if task == CLASSIFICATION and size == 1000:
+        return imagenet_id2label(), "ImageNet-1k label names"
+    if task == SEGMENTATION and size == 150:
+        return ade20k_id2label(), "ADE20K class names"
+    return None
+
+
+def build_model(
+    checkpoint: Checkpoint, variant=None, num_labels=None, id2label=None, config=None, task: str | None = None
+) -> ConversionResult:
+    """A `PvtForImageClassification` (task "image-classification") or `PvtForSemanticSegmentation` ("semantic-
+    segmentation") carrying the checkpoint's weights; `task` defaults to what the checkpoint's head does. Fails, naming
+    the keys, unless every parameter is matched in name and shape; only the head may be left out, for a new label set
+    (from a classifier, a segmentation model gets a new neck and decode head; its CLS token, final norm and head are
+    dropped, the CLS slot of the position embeddings kept).
 
     The architecture is `config` if given, else the source's own config (folders), else the preset `variant`."""
+    task = task or checkpoint.task
+    if task not in TASKS:
+        raise ConversionError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}.")
+    if task == CLASSIFICATION and checkpoint.task == SEGMENTATION:
+        raise ConversionError(
+            f"{checkpoint.location} is a segmentation checkpoint; it has no CLS token or classifier to build an image "
+            "classifier from. Convert it with --task semantic-segmentation (the default for it)."
+        )
     config = _architecture(checkpoint, variant, config)
     if checkpoint.format == NATIVE and checkpoint.config is None:
         # transformers' native PVT uses its one eps (1e-6) in every LayerNorm, the original release 1e-5 in some.
         config.conv_layer_norm_eps = config.layer_norm_eps
-    labels, new_head, label_note = _labels(checkpoint, config, num_labels, id2label)
+    labels, new_head, label_note = _labels(checkpoint, task, num_labels, id2label)
     config.id2label = {int(index): name for index, name in labels.items()}
     config.label2id = {name: index for index, name in config.id2label.items()}
     config.num_labels = len(labels)
-    model = PvtForImageClassification(config).eval()
+    model = _MODEL_CLASSES[task](config).eval()
+    expected = model.state_dict()
 
     weights = dict(checkpoint.state_dict)
-    if new_head:
-        weights = {key: value for key, value in weights.items() if not key.startswith(CLASSIFIER_PREFIX)}
+    fresh = _NEW_HEAD_PREFIXES[(checkpoint.task, task)] if new_head else ()
+    if checkpoint.task != task:
+        weights = {
+            key: value
+            for key, value in weights.items()
+            if not key.startswith(_CLASSIFIER_ONLY_PREFIXES)
+            and not (key.endswith(".cls_token") and key not in expected)
+        }
+    if fresh:
+        weights = {key: value for key, value in weights.items() if not key.startswith(fresh)}
     weights = model._to_own_layout(weights)
-    expected = model.state_dict()
-    missing = [key for key in expected if key not in weights and not (new_head and key.startswith(CLASSIFIER_PREFIX))]
+    missing = [key for key in expected if key not in weights and not (fresh and key.startswith(fresh))]
     unexpected = [key for key in weights if key not in expected]
     mis_shaped = [
         f"{key}: checkpoint {tuple(weights[key].shape)} vs model {tuple(expected[key].shape)}"
@@ -364,15 +461,31 @@ def build_model(checkpoint: Checkpoint, variant=None, num_labels=None, id2label=
     return ConversionResult(model=model, source=checkpoint, new_head=new_head, notes=[label_note])
 
 
-def default_image_processor(checkpoint: Checkpoint, config: PvtConfig) -> PvtImageProcessor:
-    """The source's own processor if it has one of ours, else the original evaluation transform."""
-    if checkpoint.image_processor is not None:
+def default_image_processor(checkpoint: Checkpoint, config: PvtConfig, task: str = CLASSIFICATION) -> PvtImageProcessor:
+    """The source's own processor if it has one of ours for the same task, else the original test transform: the
+    ImageNet evaluation crop, or for segmentation the paper's ADE20K resize (short side 512, multiples of 32)."""
+    if checkpoint.image_processor is not None and checkpoint.task == task:
         return checkpoint.image_processor
+    if task == SEGMENTATION:
+        return PvtImageProcessor.for_segmentation()
     return PvtImageProcessor.for_evaluation(config.image_height_width[0])
 
 
-def _source_model(checkpoint: Checkpoint, config: PvtConfig):
-    """The model as its source runs it, returning (features, logits) per input."""
+def _source_model(checkpoint: Checkpoint, config: PvtConfig, task: str):
+    """The model as its source runs it, returning (features, logits) per input: features are the pre-head vector
+    (classification) or the four dense backbone maps (segmentation)."""
+    if checkpoint.format == MMSEG:
+        original = OriginalSemanticFpn(config, num_classes=checkpoint.head_size).eval()
+        original.load_state_dict(checkpoint.original_state_dict, strict=True)
+        return lambda pixel_values: (original.backbone(pixel_values), original(pixel_values))
+    if checkpoint.format == ORIGINAL and task == SEGMENTATION:
+        # As mmseg initialises the dense backbone from an ImageNet checkpoint: everything but the classifier parts.
+        dense = OriginalDensePyramidVisionTransformer(config).eval()
+        unused = ("cls_token", "norm.", "head.")
+        dense.load_state_dict(
+            {k: v for k, v in checkpoint.original_state_dict.items() if not k.startswith(unused)}, strict=True
+        )
+        return lambda pixel_values: (dense(pixel_values), None)
     if checkpoint.format == ORIGINAL:
         head = checkpoint.original_state_dict.get("head.weight")
         head_size = 0 if head is None else head.shape[0]
@@ -389,6 +502,11 @@ def _source_model(checkpoint: Checkpoint, config: PvtConfig):
             f"--verify needs the {checkpoint.format} model itself, but {checkpoint.location} is a bare weights file "
             "without its config. Pass the folder it came from (config.json + weights), or convert without --verify."
         )
+    if checkpoint.format == NATIVE and task == SEGMENTATION:
+        raise ConversionError(
+            f"--verify has no dense {NATIVE} model to compare a segmentation backbone with (transformers' PVT always "
+            "keeps the CLS token). Convert without --verify, or start from the original release's .pth."
+        )
     if checkpoint.format == NATIVE:
         from transformers import PvtForImageClassification as NativePvtForImageClassification
 
@@ -399,6 +517,12 @@ def _source_model(checkpoint: Checkpoint, config: PvtConfig):
             return features, native.classifier(features)
 
         return run
+    if task == SEGMENTATION and checkpoint.task == SEGMENTATION:
+        own = PvtForSemanticSegmentation.from_pretrained(checkpoint.location).eval()
+        return lambda pixel_values: _dense_outputs(own, pixel_values)
+    if task == SEGMENTATION:
+        backbone = PvtBackbone.from_pretrained(checkpoint.location, out_indices=[0, 1, 2, 3]).eval()
+        return lambda pixel_values: (backbone(pixel_values).feature_maps, None)
     own = PvtForImageClassification.from_pretrained(checkpoint.location).eval()
 
     def run(pixel_values):
@@ -408,21 +532,42 @@ def _source_model(checkpoint: Checkpoint, config: PvtConfig):
     return run
 
 
-def verify(result: ConversionResult, sizes=VERIFY_SIZES, tolerance: float = VERIFY_TOLERANCE) -> list[str]:
-    """Runs the source model and the converted one on the same random batch at each size and returns one report
-    line per size. Compares logits, or the features entering the head when the head was replaced. Raises
-    `ConversionError` if any difference exceeds `tolerance`."""
+def _dense_outputs(model: PvtForSemanticSegmentation, pixel_values) -> tuple[tuple, torch.Tensor]:
+    outputs = model(pixel_values, output_hidden_states=True)
+    return outputs.hidden_states, outputs.logits
+
+
+def _converted_outputs(model, pixel_values):
+    if isinstance(model, PvtForSemanticSegmentation):
+        return _dense_outputs(model, pixel_values)
+    features = model.pvt(pixel_values).pooler_output
+    return features, model.classifier(features)
+
+
+def _max_difference(ours, theirs) -> tuple[float, float]:
+    """max |ours - theirs| and max |theirs| over a tensor or a sequence of tensors (the four feature maps)."""
+    pairs = list(zip(ours, theirs)) if isinstance(ours, (list, tuple)) else [(ours, theirs)]
+    return max((a - b).abs().max().item() for a, b in pairs), max(b.abs().max().item() for _, b in pairs)
+
+
+def verify(result: ConversionResult, sizes=None, tolerance: float = VERIFY_TOLERANCE) -> list[str]:
+    """Runs the source model and the converted one on the same random batch at each size (default: 224x224 and
+    192x288 for classifiers, 512x512 and 480x650 for segmentation) and returns one report line per size. Compares
+    logits, or the features entering the head (the four backbone maps for segmentation) when the head was replaced.
+    Raises `ConversionError` if any difference exceeds `tolerance`."""
     model, config = result.model, result.model.config
-    source = _source_model(result.source, config)
-    compared = "pre-head features (new head)" if result.new_head else "logits"
+    sizes = sizes or (VERIFY_SEGMENTATION_SIZES if result.task == SEGMENTATION else VERIFY_SIZES)
+    source = _source_model(result.source, config, result.task)
+    if result.new_head:
+        compared = "backbone maps (new head)" if result.task == SEGMENTATION else "pre-head features (new head)"
+    else:
+        compared = "logits"
     generator = torch.Generator().manual_seed(0)
     lines, failures = [], []
     for height, width in sizes:
         pixel_values = torch.randn(2, config.num_channels, height, width, generator=generator)
         with torch.no_grad():
-            ours = model.pvt(pixel_values).pooler_output
-            if not result.new_head:
-                ours = model.classifier(ours)
+            our_features, our_logits = _converted_outputs(model, pixel_values)
             try:
                 source_features, source_logits = source(pixel_values)
             except RuntimeError as error:
@@ -434,12 +579,14 @@ def verify(result: ConversionResult, sizes=VERIFY_SIZES, tolerance: float = VERI
                     f"{height}x{width}: not compared, the {NATIVE} source model cannot run at this size ({error})"
                 )
                 continue
-        theirs = source_features if result.new_head else source_logits
-        difference = (ours - theirs).abs().max().item()
+        if result.new_head:
+            difference, magnitude = _max_difference(our_features, source_features)
+        else:
+            difference, magnitude = _max_difference(our_logits, source_logits)
         status = "OK" if difference <= tolerance else "FAILED"
         lines.append(
             f"{height}x{width}: max |Δ{compared}| = {difference:.3e} (tolerance {tolerance:g}; values up to "
-            f"{theirs.abs().max().item():.3g}) {status}"
+            f"{magnitude:.3g}) {status}"
         )
         if difference > tolerance:
             failures.append(f"{height}x{width}")
@@ -457,11 +604,15 @@ __all__ = [
     "ConversionError",
     "Checkpoint",
     "ConversionResult",
+    "CLASSIFICATION",
+    "SEGMENTATION",
+    "TASKS",
     "detect_format",
     "load_weights_file",
     "load_checkpoint",
     "build_model",
     "verify",
     "imagenet_id2label",
+    "ade20k_id2label",
     "default_image_processor",
 ]

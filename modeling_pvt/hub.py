@@ -44,6 +44,7 @@ def save_hub_folder(
     max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
     overwrite: bool = False,
     model_card: str | None = None,
+    extra_files: dict[str, str] | None = None,
     **card_kwargs,
 ) -> Path:
     """Writes `model`, `image_processor`, the remote-code files and a model card to `output_dir`, atomically.
@@ -51,7 +52,8 @@ def save_hub_folder(
     Everything is written to a temporary sibling folder first and renamed into place at the end, so an
     interrupted run never leaves a half-written checkpoint. An existing non-empty `output_dir` is only replaced
     when `overwrite=True`. The README is `model_card` if given (e.g. a fine-tuned model's existing card), else
-    `render_model_card(model, **card_kwargs)` (variant, eval_results, dataset_name, …).
+    `render_model_card(model, **card_kwargs)` (variant, eval_results, dataset_name, …). `extra_files` (name -> text)
+    are written last, replacing files of the same name (e.g. the remote code and config of a head model).
     """
     output_dir = Path(output_dir).resolve()
     if output_dir.exists() and not output_dir.is_dir():
@@ -68,6 +70,8 @@ def save_hub_folder(
         image_processor.save_pretrained(staging)
         card = model_card if model_card is not None else render_model_card(model, **card_kwargs)
         (staging / "README.md").write_text(card, encoding="utf-8")
+        for name, text in (extra_files or {}).items():
+            (staging / name).write_text(text, encoding="utf-8")
         _give_default_permissions(staging)
         _replace_folder(staging, output_dir)
     except BaseException:

@@ -314,6 +314,18 @@ ORIGINAL_KEY_MAP = (
     (r"^norm\.", "norm."),
     (r"^head\.", "classifier."),
 )
+# The original Semantic FPN checkpoints (mmseg's EncoderDecoder: `backbone.` = the dense original PVT, whose
+# `pos_embed4` keeps the CLS slot; ConvModules hold `conv`/`bn`; the decode head's classifier is `conv_seg`) -> the
+# names of `PvtForSemanticSegmentation.state_dict()`. Sequential indices (upsampling layers count) are the same.
+MMSEG_KEY_MAP = (
+    (r"^backbone\.patch_embed(\d+)\.(proj|norm)\.", "encoder.stages.{s}.embeddings.{2}."),
+    (r"^backbone\.pos_embed(\d+)$", "encoder.stages.{s}.embeddings.position_embeddings"),
+    (r"^backbone\.block(\d+)\.(\d+)\.", "encoder.stages.{s}.blocks.{2}."),
+    (r"^neck\.(lateral_convs|fpn_convs)\.(\d+)\.conv\.", "neck.{1}.{2}."),
+    (r"^decode_head\.scale_heads\.(\d+)\.(\d+)\.conv\.", "decode_head.scale_heads.{1}.{2}.conv."),
+    (r"^decode_head\.scale_heads\.(\d+)\.(\d+)\.bn\.", "decode_head.scale_heads.{1}.{2}.batch_norm."),
+    (r"^decode_head\.conv_seg\.", "decode_head.classifier."),
+)
 # transformers' native PVT (`transformers.PvtForImageClassification`, e.g. the `Zetatech/pvt-*-224` checkpoints).
 # Stage indices are already 0-based there; its separate key/value projections are fused into `kv` afterwards.
 _NATIVE_EMBEDDINGS, _OUR_EMBEDDINGS = r"^(?:pvt\.)?encoder\.patch_embeddings\.(\d+)\.", "encoder.stages.{1}.embeddings."
@@ -378,6 +390,11 @@ def convert_original_state_dict(state_dict: dict, num_stages: int = 4) -> dict:
     if "cls_token" in state_dict:
         converted[f"encoder.stages.{num_stages - 1}.embeddings.cls_token"] = state_dict["cls_token"]
     return converted
+
+
+def convert_mmseg_state_dict(state_dict: dict) -> dict:
+    """An original Semantic FPN checkpoint (mmseg layout, `fpn_pvt_s_ade20k_40k.pth` …) -> this package's names."""
+    return _rename_keys(state_dict, MMSEG_KEY_MAP, "mmseg Semantic FPN")
 
 
 def convert_native_state_dict(state_dict: dict) -> dict:
@@ -790,6 +807,7 @@ __all__ = [
     "PvtBackbone",
     "PvtForSemanticSegmentation",
     "convert_original_state_dict",
+    "convert_mmseg_state_dict",
     "convert_native_state_dict",
     "convert_native_config",
     "read_checkpoint_json",

@@ -1,10 +1,15 @@
-"""PVT v1 in the layout of the original release (github.com/whai362/PVT, `classification/pvt.py`), with its
-parameter names (`patch_embed1.proj`, `pos_embed1`, `block1.0.attn.kv`, `cls_token`, `norm`, `head`).
+"""PVT v1 in the layout of the original release (github.com/whai362/PVT), with its parameter names: the classifier
+of `classification/pvt.py` (`patch_embed1.proj`, `pos_embed1`, `block1.0.attn.kv`, `cls_token`, `norm`, `head`), the
+dense backbone of `segmentation/pvt.py` (no CLS token, no norm, no head; `pos_embed4` keeps an unused CLS slot), and
+the paper's Semantic FPN as mmseg builds it (`backbone.`, `neck.lateral_convs.0.conv`, `decode_head.scale_heads.1.0.bn`,
+`decode_head.conv_seg`).
 
 It exists so that `scripts/convert_checkpoint.py --verify` can run an original checkpoint exactly as its authors
 did (loaded with `strict=True`) and compare it with the converted model. It is inference-only: dropout and
 stochastic depth, which are identities at evaluation time, are left out. Not part of the Hub remote code.
 """
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +78,15 @@ class PatchEmbed(nn.Module):
         return self.norm(x.flatten(2).transpose(1, 2)), (H, W)
 
 
+def get_pos_embed(pos_embed, patch_embed, H, W, stage1_num_patches):
+    # The release's rule, kept verbatim (classification and segmentation): it compares every stage with stage 1's
+    # stored patch count.
+    if H * W == stage1_num_patches:
+        return pos_embed
+    grid = pos_embed.reshape(1, patch_embed.H, patch_embed.W, -1).permute(0, 3, 1, 2)
+    return F.interpolate(grid, size=(H, W), mode="bilinear").reshape(1, -1, H * W).permute(0, 2, 1)
+
+
 class OriginalPyramidVisionTransformer(nn.Module):
     """The original `PyramidVisionTransformer`, sized from a `PvtConfig` (its per-stage lists, eps values and
     `image_size`) with a `num_classes`-way head."""
@@ -107,11 +121,7 @@ class OriginalPyramidVisionTransformer(nn.Module):
         self.head = nn.Linear(config.hidden_sizes[-1], num_classes) if num_classes > 0 else nn.Identity()
 
     def _get_pos_embed(self, pos_embed, patch_embed, H, W):
-        # The release's rule, kept verbatim: it compares every stage with stage 1's stored patch count.
-        if H * W == self.patch_embed1.num_patches:
-            return pos_embed
-        grid = pos_embed.reshape(1, patch_embed.H, patch_embed.W, -1).permute(0, 3, 1, 2)
-        return F.interpolate(grid, size=(H, W), mode="bilinear").reshape(1, -1, H * W).permute(0, 2, 1)
+        return get_pos_embed(pos_embed, patch_embed, H, W, self.patch_embed1.num_patches)
 
     def forward_features(self, x):
         """The normalised CLS token, the input of the head."""
@@ -138,4 +148,110 @@ class OriginalPyramidVisionTransformer(nn.Module):
         return self.head(self.forward_features(x))
 
 
-__all__ = ["OriginalPyramidVisionTransformer"]
+class OriginalDensePyramidVisionTransformer(nn.Module):
+    """`segmentation/pvt.py`'s backbone: the classifier's stages without CLS token, final norm and head; stage 4 adds
+    only `pos_embed4[:, 1:]`, resized like every other stage. Returns the four NCHW maps."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.num_stages = config.num_stages
+        classifier = OriginalPyramidVisionTransformer(config, num_classes=0)
+        for i in range(self.num_stages):
+            for name in ("patch_embed", "pos_embed", "block"):
+                setattr(self, f"{name}{i + 1}", getattr(classifier, f"{name}{i + 1}"))
+
+    def forward(self, x):
+        B, outs = x.shape[0], []
+        for i in range(self.num_stages):
+            patch_embed = getattr(self, f"patch_embed{i + 1}")
+            pos_embed = getattr(self, f"pos_embed{i + 1}")
+            x, (H, W) = patch_embed(x)
+            pos_embed = pos_embed[:, 1:] if i == self.num_stages - 1 else pos_embed
+            x = x + get_pos_embed(pos_embed, patch_embed, H, W, self.patch_embed1.num_patches)
+            for block in getattr(self, f"block{i + 1}"):
+                x = block(x, H, W)
+            x = x.reshape(B, H, W, -1).permute(0, 3, 1, 2).contiguous()
+            outs.append(x)
+        return outs
+
+
+class ConvModule(nn.Module):
+    """mmcv's ConvModule: `conv`, then (with a norm) `bn` without conv bias and `activate` (ReLU)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, with_norm: bool):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=not with_norm)
+        self.with_norm = with_norm
+        if with_norm:
+            self.bn = nn.BatchNorm2d(out_channels)
+            self.activate = nn.ReLU()
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.activate(self.bn(x)) if self.with_norm else x
+
+
+class Upsample(nn.Module):
+    """mmseg's Upsample: the output size is the input size times the factor, resized bilinearly."""
+
+    def forward(self, x):
+        return F.interpolate(x, size=[2 * side for side in x.shape[-2:]], mode="bilinear", align_corners=False)
+
+
+class FPN(nn.Module):
+    """mmseg's FPN with the Semantic FPN config (no norm, no activation, no extra levels)."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.lateral_convs = nn.ModuleList(ConvModule(c, out_channels, 1, with_norm=False) for c in in_channels)
+        self.fpn_convs = nn.ModuleList(ConvModule(out_channels, out_channels, 3, with_norm=False) for _ in in_channels)
+
+    def forward(self, inputs):
+        laterals = [conv(x) for conv, x in zip(self.lateral_convs, inputs)]
+        for i in range(len(laterals) - 1, 0, -1):
+            coarser = F.interpolate(laterals[i], size=laterals[i - 1].shape[2:], mode="nearest")
+            laterals[i - 1] = laterals[i - 1] + coarser
+        return [conv(x) for conv, x in zip(self.fpn_convs, laterals)]
+
+
+class FPNHead(nn.Module):
+    """mmseg's FPNHead (`scale_heads`, `conv_seg`; the Dropout2d before `conv_seg` is an identity in eval mode)."""
+
+    def __init__(self, in_channels, channels, feature_strides, num_classes):
+        super().__init__()
+        self.scale_heads = nn.ModuleList()
+        for i, stride in enumerate(feature_strides):
+            head_length = max(1, int(math.log2(stride) - math.log2(feature_strides[0])))
+            layers = []
+            for k in range(head_length):
+                layers.append(ConvModule(in_channels[i] if k == 0 else channels, channels, 3, with_norm=True))
+                if stride != feature_strides[0]:
+                    layers.append(Upsample())
+            self.scale_heads.append(nn.Sequential(*layers))
+        self.conv_seg = nn.Conv2d(channels, num_classes, kernel_size=1)
+
+    def forward(self, inputs):
+        output = self.scale_heads[0](inputs[0])
+        for i in range(1, len(inputs)):
+            upsampled = self.scale_heads[i](inputs[i])
+            output = output + F.interpolate(upsampled, size=output.shape[2:], mode="bilinear", align_corners=False)
+        return self.conv_seg(output)
+
+
+class OriginalSemanticFpn(nn.Module):
+    """mmseg's EncoderDecoder of `configs/sem_fpn/PVT/fpn_pvt_*_ade20k_40k.py`, sized from a `PvtConfig`; returns the
+    decode head's logits (1/4 of the input size), as mmseg's `encode_decode` before its final resize."""
+
+    def __init__(self, config, num_classes: int):
+        super().__init__()
+        self.backbone = OriginalDensePyramidVisionTransformer(config)
+        self.neck = FPN(config.hidden_sizes, config.fpn_hidden_size)
+        strides = [config.stage_stride(i) for i in range(config.num_stages)]
+        in_channels = [config.fpn_hidden_size] * config.num_stages
+        self.decode_head = FPNHead(in_channels, config.decoder_hidden_size, strides, num_classes)
+
+    def forward(self, x):
+        return self.decode_head(self.neck(self.backbone(x)))
+
+
+__all__ = ["OriginalPyramidVisionTransformer", "OriginalDensePyramidVisionTransformer", "OriginalSemanticFpn"]

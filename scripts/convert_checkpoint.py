@@ -10,6 +10,8 @@ from modeling_pvt import PRESETS, PvtConfig
 from modeling_pvt.cli import DEBUG_HELP, run_cli
 from modeling_pvt.conversion import (
     OWN,
+    TASKS,
+    VERIFY_SEGMENTATION_SIZES,
     VERIFY_SIZES,
     build_model,
     default_image_processor,
@@ -24,6 +26,14 @@ EXAMPLES = """examples:
 
   # a transformers-native PVT folder (e.g. a downloaded Zetatech/pvt-tiny-224); its config gives the architecture
   python scripts/convert_checkpoint.py --checkpoint ./pvt-tiny-224-native --output_dir pvt-tiny-224 --verify
+
+  # the paper's Semantic FPN on ADE20K (mmseg checkpoint), checked against the original layout at 512x512 and 480x650
+  python scripts/convert_checkpoint.py --checkpoint fpn_pvt_s_ade20k_40k.pth --variant pvt-small \
+      --output_dir pvt-small-fpn-ade20k --verify
+
+  # an ImageNet classifier as the backbone of a new Semantic FPN model (ADE20K's 150 class names), to fine-tune
+  python scripts/convert_checkpoint.py --checkpoint pvt_small.pth --variant pvt-small --task semantic-segmentation \
+      --num_labels 150 --output_dir pvt-small-fpn-init
 
   # keep the backbone, attach a new 3-way head for fine-tuning (labels: JSON list / {"0": name} file, or a,b,c)
   python scripts/convert_checkpoint.py --checkpoint pvt_small.pth --variant pvt-small --output_dir pvt-small-beans \\
@@ -54,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint",
         required=True,
-        help="an original .pth/.pt/.bin/.safetensors file (bare or {'model': state_dict}), a folder saved by "
+        help="an original .pth/.pt/.bin/.safetensors file (bare or {'model': state_dict}), an original Semantic FPN "
+        "checkpoint (mmseg's {'state_dict': …, 'meta': …}), a folder saved by "
         "transformers' native PVT or by this package, or a Hub repo id already in the local cache",
     )
     architecture = parser.add_mutually_exclusive_group()
@@ -68,12 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="a config.json with a custom architecture, instead of --variant (labels come from the options below)",
     )
+    parser.add_argument(
+        "--task",
+        choices=TASKS,
+        help="the model to write: image-classification (PvtForImageClassification) or semantic-segmentation "
+        "(PvtForSemanticSegmentation). Default: what the checkpoint's head does; a classifier checkpoint with "
+        "semantic-segmentation gives a new Semantic FPN head (pass --num_labels or --labels)",
+    )
     parser.add_argument("--output_dir", required=True, type=Path, help="folder to write (must be new or empty)")
     parser.add_argument(
         "--num_labels",
         type=int,
-        help="number of labels (named LABEL_0…); a number different from the checkpoint's head gives a new, randomly "
-        "initialised head. Default: the checkpoint's head, with ImageNet-1k names for 1000 outputs",
+        help="number of labels (named LABEL_0…, or ADE20K's names for a 150-way segmentation head); a number "
+        "different from the checkpoint's head gives a new, randomly initialised head. Default: the checkpoint's head, with "
+        "ImageNet-1k names for 1000 outputs and ADE20K names for 150-way segmentation heads",
     )
     parser.add_argument(
         "--labels",
@@ -86,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the source model (the original layout, or transformers' native PVT) and the converted one at "
         + " and ".join(f"{h}x{w}" for h, w in VERIFY_SIZES)
-        + "; fail if they differ by more than 1e-4",
+        + " (segmentation: "
+        + " and ".join(f"{h}x{w}" for h, w in VERIFY_SEGMENTATION_SIZES)
+        + "); fail if they differ by more than 1e-4",
     )
     parser.add_argument("--repo_id", help="the Hub repo id the folder is meant for (used in the model card)")
     parser.add_argument(
@@ -105,7 +126,12 @@ def main(argv=None) -> int:
     print(f"Detected format: {checkpoint.format} ({len(checkpoint.state_dict)} tensors in {checkpoint.location})")
     config = PvtConfig.from_json_file(args.config) if args.config else None
     result = build_model(
-        checkpoint, variant=args.variant, num_labels=args.num_labels, id2label=args.labels, config=config
+        checkpoint,
+        variant=args.variant,
+        num_labels=args.num_labels,
+        id2label=args.labels,
+        config=config,
+        task=args.task,
     )
     for note in result.notes:
         print(f"Labels: {note}")
@@ -115,12 +141,12 @@ def main(argv=None) -> int:
     existing_card = Path(args.checkpoint) / "README.md"
     folder = save_hub_folder(
         result.model,
-        default_image_processor(checkpoint, result.model.config),
+        default_image_processor(checkpoint, result.model.config, result.task),
         args.output_dir,
         max_shard_size=args.max_shard_size,
         overwrite=args.overwrite,
         model_card=existing_card.read_text(encoding="utf-8")
-        if checkpoint.format == OWN and existing_card.is_file()
+        if checkpoint.format == OWN and checkpoint.task == result.task and existing_card.is_file()
         else None,
         variant=args.variant,
         repo_id=args.repo_id,

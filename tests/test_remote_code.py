@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from sklearn.datasets import load_sample_image
 
-from modeling_pvt import PvtForImageClassification, PvtImageProcessor
+from modeling_pvt import PvtForImageClassification, PvtForSemanticSegmentation, PvtImageProcessor, PvtV1ImageProcessor
 
 from conftest import tiny_config
 from helpers import lay_out_as_hub_cache, read_json, run_without_package
@@ -140,3 +141,93 @@ def test_installed_package_loads_folders_without_remote_code(saved):
     assert type(AutoConfig.from_pretrained(folder)).__module__ == "modeling_pvt.configuration_pvt"
     assert type(AutoModel.from_pretrained(folder)).__name__ == "PvtModel"
     assert type(AutoModelForImageClassification.from_pretrained(folder)).__module__ == "modeling_pvt.modeling_pvt"
+
+
+SEGMENTATION_LABELS = {0: "sky", 1: "roof", 2: "tree", 3: "wall"}
+
+
+@pytest.fixture(scope="module")
+def saved_segmenter(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("saved") / "pvt-fpn"
+    config = tiny_config(
+        fpn_hidden_size=16,
+        decoder_hidden_size=8,
+        num_labels=len(SEGMENTATION_LABELS),
+        id2label=SEGMENTATION_LABELS,
+        label2id={v: k for k, v in SEGMENTATION_LABELS.items()},
+    )
+    model = PvtForSemanticSegmentation(config).eval()
+    with torch.no_grad():  # a head that prefers different classes in different places, so that several are present
+        model.decode_head.classifier.weight.normal_(std=1.0)
+    model.save_pretrained(folder)
+    processor = PvtImageProcessor.for_segmentation(short_side=96)
+    processor.save_pretrained(folder)
+    photo = load_sample_image("china.jpg")
+    with torch.inference_mode():
+        logits = model(**processor(photo, return_tensors="pt")).logits
+    class_map = processor.post_process_semantic_segmentation(
+        type("Outputs", (), {"logits": logits}), target_sizes=[photo.shape[:2]]
+    )[0]
+    return folder, sorted(SEGMENTATION_LABELS[int(i)] for i in class_map.unique())
+
+
+def test_segmentation_folder_loads_and_segments_through_the_pipeline_in_a_fresh_process(saved_segmenter, tmp_path):
+    folder, present = saved_segmenter
+    assert len(present) >= 2
+    assert read_json(folder / "config.json")["auto_map"]["AutoModelForSemanticSegmentation"] == (
+        "modeling_pvt.PvtForSemanticSegmentation"
+    )
+    code = f"""
+        import json
+        from PIL import Image
+        from sklearn.datasets import load_sample_image
+        from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline
+        folder = {str(folder)!r}
+        model = AutoModelForSemanticSegmentation.from_pretrained(folder, trust_remote_code=True)
+        processor = AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)
+        segment = pipeline("image-segmentation", model=folder, trust_remote_code=True)
+        photo = Image.fromarray(load_sample_image("china.jpg"))
+        results = segment(photo)
+        print(json.dumps({{
+            "model": [type(model).__name__, type(model).__module__.split(".")[0]],
+            "processor": [type(processor).__name__, type(processor).__module__.split(".")[0]],
+            "labels": sorted(r["label"] for r in results),
+            "mask_sizes": sorted({{r["mask"].size for r in results}}),
+            "photo_size": photo.size,
+        }}))
+        """
+    report = json.loads(run_without_package(code, tmp_path).strip().splitlines()[-1])
+    assert report["model"] == ["PvtForSemanticSegmentation", "transformers_modules"]
+    assert report["processor"] == ["PvtV1ImageProcessor", "transformers_modules"]
+    assert report["labels"] == present  # one mask per class present in the post-processed map
+    assert report["mask_sizes"] == [report["photo_size"]] == [[640, 427]]
+
+
+def test_auto_image_processor_gives_our_class_installed_and_the_remote_one_in_a_fresh_process(saved, tmp_path):
+    """With the package imported AutoImageProcessor resolves our class (not transformers' native PVT processor); in
+    a fresh process the remote one, which keeps 16-bit grayscale contrast as ours does."""
+    from transformers import AutoImageProcessor
+
+    folder, _ = saved
+    processor = AutoImageProcessor.from_pretrained(folder)
+    assert type(processor) is PvtV1ImageProcessor
+    gray = np.asarray(Image.fromarray(load_sample_image("china.jpg")).convert("L"))
+    wide = Image.fromarray(gray.astype(np.uint16) * 257)
+    expected = processor(wide, return_tensors="pt").pixel_values
+    torch.testing.assert_close(expected, processor(Image.fromarray(gray), return_tensors="pt").pixel_values)
+    assert expected.std() > 0.5  # not the white image that PIL's own 16-bit -> RGB conversion gives
+    torch.save(expected, tmp_path / "expected.pt")
+    wide.save(tmp_path / "wide.png")
+
+    code = f"""
+        import numpy as np, torch
+        from PIL import Image
+        from transformers import AutoImageProcessor
+        processor = AutoImageProcessor.from_pretrained({str(folder)!r}, trust_remote_code=True)
+        image = Image.open("wide.png")
+        assert image.mode.startswith("I"), image.mode
+        pixel_values = processor(image, return_tensors="pt").pixel_values
+        torch.testing.assert_close(pixel_values, torch.load("expected.pt"))
+        print(type(processor).__name__, type(processor).__module__.split(".")[0])
+        """
+    assert run_without_package(code, tmp_path).split() == ["PvtV1ImageProcessor", "transformers_modules"]
