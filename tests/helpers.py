@@ -3,6 +3,7 @@ saved folder into a temporary Hugging Face cache so that a repo id resolves offl
 
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -55,3 +56,15 @@ def lay_out_as_hub_cache(folder: Path, hf_home: Path, repo_id: str, revision: st
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+CONVERT_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "convert_checkpoint.py"
+
+
+def run_convert(capsys, *args) -> tuple[int, str, str]:
+    """scripts/convert_checkpoint.py in this process, errors printed as a user sees them: (exit code, out, err)."""
+    from modeling_pvt.cli import run_cli
+
+    code = run_cli(runpy.run_path(str(CONVERT_SCRIPT))["main"], [str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

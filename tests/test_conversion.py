@@ -4,7 +4,6 @@ strict key checking, safe loading and --verify."""
 
 import json
 import os
-import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -13,12 +12,17 @@ import pytest
 import torch
 import transformers
 from conftest import tiny_config
-from helpers import lay_out_as_hub_cache, read_json, run_without_package
+from helpers import (
+    CONVERT_SCRIPT,
+    lay_out_as_hub_cache,
+    read_json,
+    run_convert,
+    run_without_package,
+)
 from reference_pvt import PyramidVisionTransformer
 from safetensors.torch import save_file
 
 from modeling_pvt import PvtConfig, PvtForImageClassification
-from modeling_pvt.cli import run_cli
 from modeling_pvt.conversion import (
     ConversionError,
     build_model,
@@ -28,8 +32,6 @@ from modeling_pvt.conversion import (
     verify,
 )
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "convert_checkpoint.py"
-convert_main = runpy.run_path(str(SCRIPT))["main"]
 HUB_FILES = {
     "config.json",
     "model.safetensors",
@@ -76,10 +78,6 @@ def tiny_original(tmp_path):
     return model, path, write_config(tmp_path, config)
 
 
-def run_convert(capsys, *args) -> tuple[int, str, str]:
-    code = run_cli(convert_main, [str(arg) for arg in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.parametrize("file_format", ["wrapped .pth", "bare .safetensors"])
@@ -220,7 +218,7 @@ def test_native_hub_repo_id_resolves_from_the_cache(tmp_path):
     native_tiny_model().save_pretrained(tmp_path / "native")
     env = lay_out_as_hub_cache(tmp_path / "native", tmp_path / "hf_home", "Zetatech/pvt-tiny-test")
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--checkpoint", "Zetatech/pvt-tiny-test", "--output_dir", str(tmp_path / "out")],
+        [sys.executable, str(CONVERT_SCRIPT), "--checkpoint", "Zetatech/pvt-tiny-test", "--output_dir", str(tmp_path / "out")],
         env={**os.environ, **env},
         capture_output=True,
         text=True,

@@ -2,21 +2,18 @@
 the independent reference) with strict key checks and --verify, and classifier checkpoints turned into a
 PvtForSemanticSegmentation with a new head (--task semantic-segmentation)."""
 
-import runpy
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_config
-from helpers import read_json
+from helpers import read_json, run_convert
 from reference_pvt import PyramidVisionTransformer
 from reference_semantic_fpn import SemanticFPN, randomise_norms
 
 from modeling_pvt import PvtConfig, PvtForSemanticSegmentation, PvtImageProcessor
 from modeling_pvt.conversion import ade20k_id2label
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "convert_checkpoint.py"
-convert_main = runpy.run_path(str(SCRIPT))["main"]
 CLASSES = ("road", "sky", "tree", "person")
 
 
@@ -47,10 +44,6 @@ def save_mmseg(model: SemanticFPN, path: Path, state_dict=None, classes=CLASSES)
     return path
 
 
-def run_convert(capsys, *args) -> tuple[int, str, str]:
-    code = convert_main([str(arg) for arg in args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
