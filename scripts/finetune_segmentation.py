@@ -1,0 +1,26 @@
+"""Fine-tune or train PVT + Semantic FPN for semantic segmentation. With no arguments: PVT-Tiny from scratch on the
+grid digits built from scikit-learn's bundled digits (no network).
+
+    python scripts/finetune_segmentation.py
+    python scripts/finetune_segmentation.py --train_dir data/train --validation_dir data/val \
+        --model_name_or_path outputs/pvt-small-imagenet/model
+    python scripts/finetune_segmentation.py --recipe configuration/recipes/ade20k-semfpn-pvt-small.yaml \
+        --model_name_or_path your-org/pvt-small-224
+    accelerate launch --config_file configuration/accelerate/cpu-2proc.yaml scripts/finetune_segmentation.py
+
+All options: python scripts/finetune_segmentation.py --help (every TrainingArguments flag works). Errors are one
+`error: …` line; a bare --debug (or PVT_DEBUG=1) shows the traceback.
+"""
+
+import sys
+from pathlib import Path
+
+# Python puts this folder first on sys.path, where scripts/evaluate.py would shadow the `evaluate` library.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+from modeling_pvt.cli import run_cli
+from modeling_pvt.segmentation_training import main
+
+if __name__ == "__main__":
+    hint = "Checkpoints written so far are kept: continue with --resume_from_checkpoint last."
+    sys.exit(run_cli(main, interrupted_hint=hint))
