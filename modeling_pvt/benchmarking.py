@@ -7,11 +7,14 @@ alike; the reported time is the median over the repeats after the warm-up calls.
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,8 +25,10 @@ import torch.nn.functional as F
 import transformers
 from torch.profiler import ProfilerActivity, profile
 
+from . import modeling_pvt
 from .cli import DEBUG_HELP
 from .configuration_pvt import PRESETS, PvtConfig
+from .cpu_fast_paths import OVERRIDE_VARIABLE, describe_cpu_fast_paths, detect_cpu_capabilities
 from .model_card import measure_model
 from .modeling_pvt import PvtBackbone, PvtForImageClassification, convert_native_config, convert_native_state_dict
 
@@ -31,8 +36,17 @@ from .modeling_pvt import PvtBackbone, PvtForImageClassification, convert_native
 PAPER_PARAMS_M = {"pvt-tiny": 13.2, "pvt-small": 24.5, "pvt-medium": 44.2, "pvt-large": 61.4}
 PAPER_GFLOPS = {"pvt-tiny": 1.9, "pvt-small": 3.8, "pvt-medium": 6.7, "pvt-large": 9.8}
 
-MODES = ("native", "eager", "sdpa", "bf16", "compile", "compile-bf16", "checkpointed")
-TASKS = ("inference", "training", "backbone")
+MODES = (
+    "native", "eager", "sdpa", "bf16", "compile", "compile-bf16", "checkpointed", "aten-linear", "onednn-linear",
+    "int8", "int8-onnx",
+)  # fmt: skip
+# backbone: the encoder's feature maps (dense sizes); segmentation: backbone + Semantic FPN (see `segmentation_class`).
+TASKS = ("inference", "training", "backbone", "segmentation", "segmentation-training")
+TRAINING_TASKS = ("training", "segmentation-training")
+DENSE_TASKS = ("backbone", "segmentation", "segmentation-training")
+INT8_BACKENDS = {"int8": "torch", "int8-onnx": "onnxruntime"}
+# ADE20K's classes: the head width of the segmentation benchmark.
+SEGMENTATION_LABELS = 150
 # What each mode means; printed with the table and stored in the JSON.
 MODE_DESCRIPTIONS = {
     "native": "transformers.PvtForImageClassification, fp32, eager",
@@ -42,6 +56,10 @@ MODE_DESCRIPTIONS = {
     "compile": "ours, fp32, torch.compile(fullgraph=True) (inference: inductor freezing)",
     "compile-bf16": "ours, torch.compile + bfloat16 (as in bf16)",
     "checkpointed": "ours, fp32, gradient checkpointing (training only)",
+    "aten-linear": f"ours, fp32, linear layers forced to ATen/MKL F.linear ({OVERRIDE_VARIABLE}=aten)",
+    "onednn-linear": f"ours, fp32, linear layers forced to oneDNN ({OVERRIDE_VARIABLE}=onednn)",
+    "int8": "ours, dynamic int8 linear layers, torch.ao quantize_dynamic (inference only)",
+    "int8-onnx": "ours exported to ONNX, dynamic int8 MatMuls, onnxruntime quantize_dynamic (inference only)",
 }
 
 
@@ -52,7 +70,11 @@ class BenchmarkSettings:
     modes: list[str] = field(default_factory=lambda: ["native", "eager", "sdpa", "bf16"])
     batch_sizes: list[int] = field(default_factory=lambda: [8])
     resolutions: list[tuple[int, int]] = field(default_factory=lambda: [(224, 224)])
-    backbone_resolutions: list[tuple[int, int]] = field(default_factory=lambda: [(512, 512), (800, 1333), (1024, 1024)])
+    backbone_resolutions: list[tuple[int, int]] = field(default_factory=lambda: [(224, 224), (512, 512), (1024, 1024)])
+    # 512x683: ADE20K's test size (short side 512).
+    segmentation_resolutions: list[tuple[int, int]] = field(default_factory=lambda: [(512, 512), (512, 683)])
+    segmentation_training_resolutions: list[tuple[int, int]] = field(default_factory=lambda: [(512, 512)])
+    dense_batch_size: int = 1
     repeats: int = 7
     warmup: int = 2
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -62,6 +84,12 @@ class BenchmarkSettings:
     # Attention of the bf16/compile/checkpointed modes; None: what our models use by default.
     attention: str | None = None
     seed: int = 0
+    # Busy processes running during the measurements (contention), and their time cap in seconds.
+    background_load: int = 0
+    background_load_seconds: float = 3600.0
+    # bf16 modes are dropped on CPUs that only emulate bf16, unless asked for (to show what emulation costs).
+    allow_emulated_bf16: bool = False
+    measure_gemm_peak: bool = True
 
 
 @dataclass
@@ -85,6 +113,10 @@ class Measurement:
     # disturbed by other processes; the median-based ratios above are the headline numbers.
     best_speedup_vs_native: float | None = None
     compile_seconds: float | None = None
+    # Forward FLOPs of one image (FlopCounterMode: matmuls and convolutions), and the rate achieved; training counts
+    # 3x the forward FLOPs (forward, input and weight gradients).
+    gflops_per_image: float | None = None
+    achieved_gflops_per_second: float | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------- models
@@ -129,16 +161,76 @@ def our_backbone(config: PvtConfig, state_dict: dict, attn_implementation: str) 
     return model
 
 
+# ------------------------------------------------------------------------------------------- segmentation hook
+# PvtForSemanticSegmentation (backbone + Semantic FPN; forward(pixel_values, labels=None) -> logits (B, L, H/4, W/4)
+# and a loss) is being added to modeling_pvt.py. Until it is there, the segmentation tasks time the backbone alone
+# and say so in their results ("model": "backbone only"); nothing else here needs to change when it arrives.
+def segmentation_class():
+    return getattr(modeling_pvt, "PvtForSemanticSegmentation", None)
+
+
+def our_segmenter(config: PvtConfig, state_dict: dict, attn_implementation: str, seed: int):
+    segmenter = segmentation_class()
+    if segmenter is None:
+        return our_backbone(config, state_dict, attn_implementation)
+    # Seeded: every variant of one setting gets the same (random) head, so their outputs can be compared.
+    torch.manual_seed(seed)
+    config = copy.deepcopy(config)
+    config.num_labels = SEGMENTATION_LABELS
+    return segmenter._from_config(config, attn_implementation=attn_implementation)
+
+
+def dense_model_name(task: str) -> str:
+    if task == "backbone" or segmentation_class() is None:
+        return "PvtBackbone (backbone only)" if task != "backbone" else "PvtBackbone"
+    return "PvtForSemanticSegmentation"
+
+
+# ------------------------------------------------------------------------------------------------- background load
+
+# One busy core each. They stop on their own after the time cap or when the benchmark's process is gone (they are
+# reparented then), so a killed benchmark cannot leave them spinning.
+_BUSY_LOOP = """
+import os, sys, time
+parent, deadline = os.getppid(), time.monotonic() + float(sys.argv[1])
+while time.monotonic() < deadline and os.getppid() == parent:
+    for _ in range(100_000):
+        pass
+"""
+
+
+@contextlib.contextmanager
+def background_load(processes: int, max_seconds: float = 3600.0):
+    """Runs `processes` busy-looping Python processes for the duration of the `with` block (at most `max_seconds`),
+    so that a benchmark can be measured on an oversubscribed machine reproducibly."""
+    workers = [
+        subprocess.Popen([sys.executable, "-c", _BUSY_LOOP, str(max_seconds)], stdin=subprocess.DEVNULL)
+        for _ in range(processes)
+    ]
+    try:
+        yield workers
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            try:
+                worker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+
+
 # ---------------------------------------------------------------------------------------------------------- runners
 
 
 @dataclass
 class Runner:
     """One variant ready to time: `step()` runs one forward (inference) or forward+backward+AdamW step (training)
-    on the setting's fixed input; `outputs()` gives what is compared with fp32 eager (logits or the last feature map)."""
+    on the setting's fixed input; `outputs()` gives what is compared with fp32 eager (logits or the last feature map;
+    None where it is not the same function, e.g. native's last hidden state against our backbone's feature map)."""
 
     step: Callable[[], object]
-    outputs: Callable[[], torch.Tensor]
+    outputs: Callable[[], torch.Tensor | None]
     compile_seconds: float | None = None
 
 
@@ -154,6 +246,22 @@ def _is_compiled(mode: str) -> bool:
     return mode.startswith("compile")
 
 
+@contextlib.contextmanager
+def _linear_backend_of(mode: str):
+    """The linear backend a forced mode asks for, set only while that variant runs (fast_linear reads it per call)."""
+    backend = {"aten-linear": "aten", "onednn-linear": "onednn"}.get(mode)
+    previous = os.environ.get(OVERRIDE_VARIABLE)
+    if backend:
+        os.environ[OVERRIDE_VARIABLE] = backend
+    try:
+        yield
+    finally:
+        if backend and previous is None:
+            os.environ.pop(OVERRIDE_VARIABLE, None)
+        elif backend:
+            os.environ[OVERRIDE_VARIABLE] = previous
+
+
 def _default_attention() -> str:
     """The attention implementation our models get when none is asked for."""
     return PvtForImageClassification._from_config(
@@ -161,12 +269,16 @@ def _default_attention() -> str:
     ).config._attn_implementation
 
 
-def _model_for(mode: str, task: str, native, config, state_dict, attention: str | None = None):
+def _model_for(mode: str, task: str, native, config, state_dict, attention: str | None = None, seed: int = 0):
     if mode == "native":
-        return copy.deepcopy(native)
+        return copy.deepcopy(native.pvt if task in DENSE_TASKS else native)
     attention = mode if mode in ("eager", "sdpa") else attention or _default_attention()
-    build = our_backbone if task == "backbone" else our_classifier
-    model = build(config, state_dict, attention)
+    if task == "backbone":
+        model = our_backbone(config, state_dict, attention)
+    elif task in ("segmentation", "segmentation-training"):
+        model = our_segmenter(config, state_dict, attention, seed)
+    else:
+        model = our_classifier(config, state_dict, attention)
     if mode == "checkpointed":
         model.activation_checkpointing_enable()
     return model
@@ -175,55 +287,89 @@ def _model_for(mode: str, task: str, native, config, state_dict, attention: str 
 def _first_output(output) -> torch.Tensor:
     if hasattr(output, "logits"):
         return output.logits
-    return output.feature_maps[-1]
+    if hasattr(output, "feature_maps"):
+        return output.feature_maps[-1]
+    return output.last_hidden_state  # transformers' PvtModel
+
+
+def inference_function(mode: str, model, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`pixel_values -> fp32 logits (or last feature map)` of `model` run as `mode` runs it; shared by the timing and
+    the top-1 agreement, so that both measure the same thing."""
+    if mode in INT8_BACKENDS:
+        from .quantization import int8_classifier
+
+        return int8_classifier(model, INT8_BACKENDS[mode])
+    model = model.to(device).eval()
+    dtype = torch.float32
+    if _is_bf16(mode):
+        # bfloat16 weights instead of autocast: no per-call weight casts, and the oneDNN kernels run in bfloat16.
+        model, dtype = model.to(torch.bfloat16), torch.bfloat16
+    forward = model
+    if _is_compiled(mode):
+        # Freezing folds the weights into the graph as constants (inference only), letting inductor prepack them.
+        forward = torch.compile(model, fullgraph=True, options={"freezing": True})
+
+    def run(pixel_values: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode(), _linear_backend_of(mode):
+            return _first_output(forward(pixel_values.to(dtype))).float()
+
+    return run
+
+
+def _training_loss(task: str, model, pixel_values, labels) -> torch.Tensor:
+    if task == "training":
+        return F.cross_entropy(model(pixel_values).logits.float(), labels)
+    if isinstance(model, PvtBackbone) or not hasattr(model, "config") or model.config.model_type != "pvt":
+        # The backbone alone (no segmentation model yet, or native's PvtModel): a loss touching every feature map.
+        output = model(pixel_values)
+        maps = output.feature_maps if hasattr(output, "feature_maps") else (output.last_hidden_state,)
+        return sum(feature_map.float().mean() for feature_map in maps)
+    return model(pixel_values, labels=labels).loss
 
 
 def build_runner(
-    mode: str, task: str, native, config, state_dict, pixel_values, labels, device: str, attention: str | None = None
+    mode: str,
+    task: str,
+    native,
+    config,
+    state_dict,
+    pixel_values,
+    labels,
+    device: str,
+    attention: str | None = None,
+    seed: int = 0,
 ) -> Runner:
-    if mode == "checkpointed" and task != "training":
+    if mode == "checkpointed" and task not in TRAINING_TASKS:
         raise ValueError("Gradient checkpointing only changes training; use it with --tasks training.")
-    if mode == "native" and task == "backbone":
-        raise ValueError("transformers' native PVT has no backbone class and only runs at its training resolution.")
-    model = _model_for(mode, task, native, config, state_dict, attention).to(device)
+    if mode in INT8_BACKENDS and task != "inference":
+        raise ValueError(f"{mode} is an inference path for the classifier; use it with --tasks inference.")
+    if mode == "native" and task in ("segmentation", "segmentation-training"):
+        raise ValueError("transformers has no PVT segmentation model; compare the backbone task instead.")
+    model = _model_for(mode, task, native, config, state_dict, attention, seed)
     bf16 = _is_bf16(mode)
+    comparable = mode != "native" or task not in DENSE_TASKS
 
-    if task == "training":
-        model.train()
+    if task in TRAINING_TASKS:
+        model.to(device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         forward = torch.compile(model, fullgraph=True) if _is_compiled(mode) else model
 
         def train_step():
-            with _autocast(device, bf16):
-                logits = forward(pixel_values).logits
-            loss = F.cross_entropy(logits.float(), labels)
-            loss.backward()
+            with _autocast(device, bf16), _linear_backend_of(mode):
+                loss = _training_loss(task, forward, pixel_values, labels)
+                loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             return loss
 
         def training_outputs():
-            with _autocast(device, bf16):
-                return forward(pixel_values).logits.float()
+            with _autocast(device, bf16), _linear_backend_of(mode):
+                return _first_output(forward(pixel_values)).float()
 
-        runner = Runner(train_step, training_outputs)
+        runner = Runner(train_step, training_outputs if comparable else lambda: None)
     else:
-        model.eval()
-        inputs = pixel_values
-        if bf16:
-            # bfloat16 weights instead of autocast: no per-call weight casts, and the oneDNN kernels run in bfloat16.
-            model = model.to(torch.bfloat16)
-            inputs = pixel_values.to(torch.bfloat16)
-        forward = model
-        if _is_compiled(mode):
-            # Freezing folds the weights into the graph as constants (inference only), letting inductor prepack them.
-            forward = torch.compile(model, fullgraph=True, options={"freezing": True})
-
-        def inference_outputs():
-            with torch.inference_mode():
-                return _first_output(forward(inputs)).float()
-
-        runner = Runner(inference_outputs, inference_outputs)
+        run = inference_function(mode, model, device)
+        runner = Runner(lambda: run(pixel_values), (lambda: run(pixel_values)) if comparable else lambda: None)
 
     if _is_compiled(mode):
         started = time.perf_counter()
@@ -279,25 +425,64 @@ def time_interleaved(runners: dict[str, Runner], repeats: int, warmup: int, devi
     return seconds
 
 
+def forward_gflops(task: str, config: PvtConfig, height: int, width: int) -> float:
+    """FLOPs (2 per multiply-add) of one image's forward pass at height x width, counted on a weightless copy."""
+    with torch.device("meta"):
+        if task in ("segmentation", "segmentation-training") and segmentation_class() is not None:
+            model = our_segmenter(config, {}, "eager", 0)
+        else:
+            model = (PvtBackbone if task in DENSE_TASKS else PvtForImageClassification)(copy.deepcopy(config))
+    return measure_model(model, (height, width))["gflops"]
+
+
+def measure_gemm_peak(size: int = 2048, repeats: int = 5) -> dict:
+    """GFLOP/s of a square fp32 matmul (MKL) at the current thread count, best of `repeats`: what this machine's
+    GEMM can reach, to put the models' achieved GFLOP/s in proportion."""
+    generator = torch.Generator().manual_seed(0)
+    left, right = (torch.randn(size, size, generator=generator) for _ in range(2))
+    left.mm(right)
+    best = min(_seconds(lambda: left.mm(right)) for _ in range(repeats))
+    return {"gemm_size": size, "gemm_fp32_gflops_per_second": 2 * size**3 / best / 1e9}
+
+
+def _seconds(function: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
 def measure_setting(
     preset: str, task: str, modes: list[str], batch_size: int, height: int, width: int, settings: BenchmarkSettings
 ) -> list[Measurement]:
-    device = settings.device
-    native, config, state_dict = paired_models(preset, settings.seed, **settings.config_overrides)
-    generator = torch.Generator().manual_seed(settings.seed)
+    device, seed = settings.device, settings.seed
+    overrides = dict(settings.config_overrides)
+    if task == "backbone" and "native" in modes:
+        # transformers' PvtModel only runs at its config's image_size: build both models for this (square) size.
+        overrides["image_size"] = height
+    native, config, state_dict = paired_models(preset, seed, **overrides)
+    generator = torch.Generator().manual_seed(seed)
     pixel_values = torch.randn(batch_size, config.num_channels, height, width, generator=generator).to(device)
-    labels = torch.randint(0, config.num_labels, (batch_size,), generator=generator).to(device)
+    if task == "segmentation-training":
+        labels = torch.randint(0, SEGMENTATION_LABELS, (batch_size, height, width), generator=generator).to(device)
+    else:
+        labels = torch.randint(0, config.num_labels, (batch_size,), generator=generator).to(device)
 
-    reference_model = _model_for("eager", task, native, config, state_dict).to(device).eval()
+    reference_model = _model_for("eager", task, native, config, state_dict, seed=seed).to(device).eval()
     with torch.no_grad():
         reference = _first_output(reference_model(pixel_values)).float()
     del reference_model
 
     runners = {
-        mode: build_runner(mode, task, native, config, state_dict, pixel_values, labels, device, settings.attention)
+        mode: build_runner(
+            mode, task, native, config, state_dict, pixel_values, labels, device, settings.attention, seed
+        )
         for mode in modes
     }
-    differences = {mode: (runner.outputs() - reference).abs().max().item() for mode, runner in runners.items()}
+    differences = {}
+    for mode, runner in runners.items():
+        outputs = runner.outputs()
+        differences[mode] = None if outputs is None else (outputs - reference).abs().max().item()
+    gflops = forward_gflops(task, config, height, width)
     seconds = time_interleaved(runners, settings.repeats, settings.warmup, device)
     measurements = []
     for mode, runner in runners.items():
@@ -319,6 +504,8 @@ def measure_setting(
                 peak_memory_mb_per_image=None if peak is None else peak / batch_size,
                 max_abs_diff_vs_fp32_eager=differences[mode],
                 compile_seconds=runner.compile_seconds,
+                gflops_per_image=gflops,
+                achieved_gflops_per_second=gflops * (3 if task in TRAINING_TASKS else 1) * batch_size / median,
             )
         )
     for measurement in measurements:
@@ -348,26 +535,25 @@ def top1_agreement(model_dir: str, modes: list[str], settings: BenchmarkSettings
     pixel_values = processor(images=list(eval_split["image"]), return_tensors="pt")["pixel_values"].to(device)
     labels = torch.tensor(list(eval_split["label"]))
 
-    def predictions(mode):
-        model = _model_for(mode, "inference", None, config, state_dict, settings.attention).to(device).eval()
-        inputs = pixel_values
-        if _is_bf16(mode):
-            model, inputs = model.to(torch.bfloat16), pixel_values.to(torch.bfloat16)
-        forward = torch.compile(model, fullgraph=True, options={"freezing": True}) if _is_compiled(mode) else model
-        with torch.inference_mode():
-            return torch.cat([forward(chunk).logits.float().argmax(-1).cpu() for chunk in inputs.split(64)])
+    def probabilities(mode):
+        model = _model_for(mode, "inference", None, config, state_dict, settings.attention)
+        run = inference_function(mode, model, device)
+        return torch.cat([run(chunk).float().softmax(-1).cpu() for chunk in pixel_values.split(64)])
 
-    reference = predictions("eager")
-    agreement = {
-        mode: (predictions(mode) == reference).float().mean().item()
-        for mode in modes
-        if mode not in ("native", "eager", "checkpointed")
-    }
+    reference = probabilities("eager")
+    agreement, probability_error = {}, {}
+    for mode in modes:
+        if mode in ("native", "eager", "checkpointed"):
+            continue
+        probs = probabilities(mode)
+        agreement[mode] = (probs.argmax(-1) == reference.argmax(-1)).float().mean().item()
+        probability_error[mode] = (probs - reference).abs().max().item()
     return {
         "model": str(model_dir),
         "eval_images": len(labels),
-        "fp32_eager_accuracy": (reference == labels).float().mean().item(),
+        "fp32_eager_accuracy": (reference.argmax(-1) == labels).float().mean().item(),
         "agreement_with_fp32_eager": agreement,
+        "max_probability_error_vs_fp32_eager": probability_error,
     }
 
 
@@ -381,14 +567,19 @@ def environment(settings: BenchmarkSettings) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": detect_cpu_capabilities().summary(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset: OpenMP runtime default)"),
+        "cpu_fast_paths": describe_cpu_fast_paths() if device == "cpu" else None,
         "default_attention": _default_attention(),
         "attention_of_other_modes": settings.attention or _default_attention(),
+        "background_load_processes": settings.background_load,
+        "segmentation_model": dense_model_name("segmentation"),
+        "gpu": torch.cuda.get_device_name() if device == "cuda" else "none available in this run",
     }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
+    if settings.measure_gemm_peak and device == "cpu":
+        info.update(measure_gemm_peak())
     return info
 
 
@@ -409,40 +600,67 @@ def model_statistics(preset: str, settings: BenchmarkSettings) -> dict:
     }
 
 
+def _modes_for(task: str, modes: list[str], height: int, width: int, trained_size: tuple[int, int]) -> list[str]:
+    """The requested modes that can run this task at this size."""
+    excluded = set()
+    if task not in TRAINING_TASKS:
+        excluded.add("checkpointed")
+    if task != "inference":
+        excluded |= set(INT8_BACKENDS)
+    # The native model crashes at any size but the one its position embeddings were made for; as a backbone it is
+    # built for the size (square only: its config has one image_size), and it has no segmentation model.
+    if task in ("segmentation", "segmentation-training") or (task == "backbone" and height != width):
+        excluded.add("native")
+    elif task not in DENSE_TASKS and (height, width) != trained_size:
+        excluded.add("native")
+    return [mode for mode in modes if mode not in excluded]
+
+
+def _shapes_for(task: str, settings: BenchmarkSettings) -> list[tuple[int, int, int]]:
+    resolutions = {
+        "backbone": settings.backbone_resolutions,
+        "segmentation": settings.segmentation_resolutions,
+        "segmentation-training": settings.segmentation_training_resolutions,
+    }.get(task)
+    if resolutions is not None:
+        return [(settings.dense_batch_size, height, width) for height, width in resolutions]
+    return [(batch, height, width) for batch in settings.batch_sizes for height, width in settings.resolutions]
+
+
 def run_benchmark(settings: BenchmarkSettings, progress: Callable[[str], None] = print) -> dict:
     unknown = (set(settings.modes) - set(MODES)) | (set(settings.tasks) - set(TASKS))
     if unknown:
         raise ValueError(
             f"Unknown modes/tasks {sorted(unknown)}; modes: {', '.join(MODES)}; tasks: {', '.join(TASKS)}."
         )
-    results = {
-        "environment": environment(settings),
-        "settings": asdict(settings),
-        "modes": {mode: MODE_DESCRIPTIONS[mode] for mode in settings.modes},
-        "models": {},
-        "measurements": [],
-        "agreement": [],
-    }
-    for preset in settings.presets:
-        results["models"][preset] = model_statistics(preset, settings)
-        trained_size = PvtConfig(**{**PRESETS[preset], **settings.config_overrides}).image_height_width
-        for task in settings.tasks:
-            if task == "backbone":
-                modes = [mode for mode in settings.modes if mode not in ("native", "checkpointed")]
-                shapes = [(1, height, width) for height, width in settings.backbone_resolutions]
-            else:
-                modes = [mode for mode in settings.modes if mode != "checkpointed" or task == "training"]
-                shapes = [(batch, h, w) for batch in settings.batch_sizes for h, w in settings.resolutions]
-            for batch_size, height, width in shapes:
-                if (height, width) != trained_size:
-                    # The native model crashes at any size but the one its position embeddings were made for.
-                    modes = [mode for mode in modes if mode != "native"]
-                progress(f"{preset} {task} batch {batch_size} {height}x{width}: {', '.join(modes)}")
-                measured = measure_setting(preset, task, modes, batch_size, height, width, settings)
-                results["measurements"].extend(asdict(measurement) for measurement in measured)
-    if settings.agreement_model:
-        progress(f"top-1 agreement of {settings.agreement_model} on the held-out digits")
-        results["agreement"].append(top1_agreement(settings.agreement_model, settings.modes, settings))
+    modes, notes = list(settings.modes), []
+    emulated_bf16 = settings.device == "cpu" and not detect_cpu_capabilities().native_bf16
+    if emulated_bf16 and not settings.allow_emulated_bf16 and any(_is_bf16(mode) for mode in modes):
+        modes = [mode for mode in modes if not _is_bf16(mode)]
+        notes.append("bf16 modes skipped: this CPU has no native bf16 (oneDNN would emulate it, slower than fp32).")
+    with background_load(settings.background_load, settings.background_load_seconds):
+        results = {
+            "environment": environment(settings),
+            "settings": asdict(settings),
+            "modes": {mode: MODE_DESCRIPTIONS[mode] for mode in modes},
+            "notes": notes,
+            "models": {},
+            "measurements": [],
+            "agreement": [],
+        }
+        progress(results["environment"]["cpu_fast_paths"] or f"device: {settings.device}")
+        for preset in settings.presets:
+            results["models"][preset] = model_statistics(preset, settings)
+            trained_size = PvtConfig(**{**PRESETS[preset], **settings.config_overrides}).image_height_width
+            for task in settings.tasks:
+                for batch_size, height, width in _shapes_for(task, settings):
+                    task_modes = _modes_for(task, modes, height, width, trained_size)
+                    progress(f"{preset} {task} batch {batch_size} {height}x{width}: {', '.join(task_modes)}")
+                    measured = measure_setting(preset, task, task_modes, batch_size, height, width, settings)
+                    results["measurements"].extend(asdict(measurement) for measurement in measured)
+        if settings.agreement_model:
+            progress(f"top-1 agreement of {settings.agreement_model} on the held-out digits")
+            results["agreement"].append(top1_agreement(settings.agreement_model, modes, settings))
     return results
 
 
@@ -450,9 +668,22 @@ def _number(value, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
+def _scientific(value) -> str:
+    return "–" if value is None else f"{value:.1e}"
+
+
 def format_table(results: dict) -> str:
     """Markdown tables: model statistics, then one row per measured variant."""
+    environment = results["environment"]
+    peak = environment.get("gemm_fp32_gflops_per_second")
     lines = [
+        f"CPU: {environment['cpu']}; {environment['torch_threads']} threads; GPU: {environment['gpu']}; "
+        f"background load: {environment['background_load_processes']} busy processes; "
+        f"OMP_WAIT_POLICY: {environment['omp_wait_policy']}",
+        *([environment["cpu_fast_paths"].splitlines()[-1]] if environment["cpu_fast_paths"] else []),
+        *([f"Measured GEMM peak (fp32 {environment['gemm_size']}³ matmul): {peak:.0f} GFLOP/s"] if peak else []),
+        *results["notes"],
+        "",
         "| preset | params (M) | paper params (M) | GFLOPs (MACs) at 224² | paper GFLOPs |",
         "|---|---|---|---|---|",
     ]
@@ -465,9 +696,9 @@ def format_table(results: dict) -> str:
         "",
         (
             "| preset | task | mode | batch | size | img/s | ms/img | × native | × native (best) | × our eager "
-            "| peak MB/img | max abs Δ vs fp32 eager |"
+            "| peak MB/img | max abs Δ vs fp32 eager | GFLOP/s |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["measurements"]:
         lines.append(
@@ -475,10 +706,15 @@ def format_table(results: dict) -> str:
             f"{row['images_per_second']:.2f} | {row['seconds_per_image'] * 1e3:.1f} | {_number(row['speedup_vs_native'])} | "
             f"{_number(row['best_speedup_vs_native'])} | "
             f"{_number(row['speedup_vs_eager'])} | {_number(row['peak_memory_mb_per_image'], 1)} | "
-            f"{row['max_abs_diff_vs_fp32_eager']:.1e} |"
+            f"{_scientific(row['max_abs_diff_vs_fp32_eager'])} | "
+            f"{_number(row['achieved_gflops_per_second'], 1)} |"
         )
     for agreement in results["agreement"]:
-        shares = ", ".join(f"{mode} {share:.1%}" for mode, share in agreement["agreement_with_fp32_eager"].items())
+        errors = agreement["max_probability_error_vs_fp32_eager"]
+        shares = ", ".join(
+            f"{mode} {share:.1%} (max |Δp| {errors[mode]:.1e})"
+            for mode, share in agreement["agreement_with_fp32_eager"].items()
+        )
         lines += [
             "",
             (
@@ -487,7 +723,12 @@ def format_table(results: dict) -> str:
             ),
         ]
     lines += ["", "Modes: " + "; ".join(f"{mode} = {text}" for mode, text in results["modes"].items())]
-    lines += [f"Attention of bf16/compile/checkpointed: {results['environment']['attention_of_other_modes']}."]
+    lines += [f"Attention of bf16/compile/checkpointed: {environment['attention_of_other_modes']}."]
+    lines += [
+        f"Dense tasks: {environment['segmentation_model']} for segmentation; native rows of the backbone task are "
+        "transformers.PvtModel built for that (square) size, compared by time only. GFLOP/s: FlopCounterMode "
+        "forward FLOPs (x3 for training) per second."
+    ]
     return "\n".join(lines)
 
 
@@ -542,6 +783,32 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchmarkSettings, argpar
         help="input sizes of the backbone task",
     )
     parser.add_argument(
+        "--segmentation-resolutions", nargs="+", type=_resolution, default=defaults.segmentation_resolutions
+    )
+    parser.add_argument(
+        "--segmentation-training-resolutions",
+        nargs="+",
+        type=_resolution,
+        default=defaults.segmentation_training_resolutions,
+    )
+    parser.add_argument("--dense-batch-size", type=int, default=defaults.dense_batch_size, help="of the dense tasks")
+    parser.add_argument(
+        "--background-load",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N busy processes during the measurements (contention); they stop with the benchmark",
+    )
+    parser.add_argument(
+        "--background-load-seconds",
+        type=float,
+        default=defaults.background_load_seconds,
+        help="time cap of the busy processes, in case the benchmark cannot stop them",
+    )
+    parser.add_argument(
+        "--allow-emulated-bf16", action="store_true", help="measure bf16 modes even where the CPU only emulates bf16"
+    )
+    parser.add_argument(
         "--repeats", type=int, default=defaults.repeats, help="timed calls per variant (median reported)"
     )
     parser.add_argument("--warmup", type=int, default=defaults.warmup, help="untimed calls per variant first")
@@ -570,6 +837,12 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchmarkSettings, argpar
         batch_sizes=args.batch_sizes,
         resolutions=args.resolutions,
         backbone_resolutions=args.backbone_resolutions,
+        segmentation_resolutions=args.segmentation_resolutions,
+        segmentation_training_resolutions=args.segmentation_training_resolutions,
+        dense_batch_size=args.dense_batch_size,
+        background_load=args.background_load,
+        background_load_seconds=args.background_load_seconds,
+        allow_emulated_bf16=args.allow_emulated_bf16,
         repeats=args.repeats,
         warmup=args.warmup,
         device=args.device,

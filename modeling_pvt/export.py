@@ -4,7 +4,6 @@ ONNX file against PyTorch with onnxruntime. CLI: `scripts/export_onnx.py MODEL_D
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.export import Dim
@@ -69,15 +68,32 @@ def export_onnx(model: PvtForImageClassification, path: str | Path, program=None
     return path
 
 
-def onnx_max_abs_difference(model: PvtForImageClassification, path: str | Path, pixel_values: torch.Tensor) -> float:
-    """Largest |logit difference| between onnxruntime running `path` and the PyTorch model on `pixel_values`."""
+def quantize_onnx(fp32_path: str | Path, int8_path: str | Path) -> Path:
+    """ONNX Runtime dynamic quantization of the MatMul/Gemm nodes of an exported fp32 file: int8 weights, uint8
+    activations (the pairing its x86 VNNI kernels expect)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    int8_path = Path(int8_path)
+    int8_path.parent.mkdir(parents=True, exist_ok=True)
+    quantize_dynamic(str(fp32_path), str(int8_path), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+    return int8_path
+
+
+def onnx_max_abs_difference(
+    model: PvtForImageClassification, path: str | Path, pixel_values: torch.Tensor, probabilities: bool = False
+) -> float:
+    """Largest |logit difference| (or |probability difference|) between onnxruntime running `path` and the PyTorch
+    model on `pixel_values`."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (onnx_logits,) = session.run([OUTPUT_NAME], {INPUT_NAME: pixel_values.numpy()})
+    onnx_logits = torch.from_numpy(onnx_logits)
     with torch.inference_mode():
-        torch_logits = model.eval()(pixel_values).logits.numpy()
-    return float(np.abs(onnx_logits - torch_logits).max())
+        torch_logits = model.eval()(pixel_values).logits
+    if probabilities:
+        onnx_logits, torch_logits = onnx_logits.softmax(-1), torch_logits.softmax(-1)
+    return float((onnx_logits - torch_logits).abs().max())
 
 
 def check_sizes(model: PvtForImageClassification) -> list[tuple[int, int, int]]:
@@ -88,7 +104,11 @@ def check_sizes(model: PvtForImageClassification) -> list[tuple[int, int, int]]:
     return [(1, height, width), (2, height + stride, width + 2 * stride)]
 
 
-def export_and_verify(model_dir: str | Path, output: str | Path, tolerance: float = ONNX_TOLERANCE) -> dict:
+def export_and_verify(
+    model_dir: str | Path, output: str | Path, tolerance: float = ONNX_TOLERANCE, int8: bool = False
+) -> dict:
+    """Exports `model_dir` to `output` and checks it at `check_sizes`; with `int8`, also writes OUTPUT_STEM.int8.onnx
+    (dynamic int8 MatMuls, `quantize_onnx`) next to it."""
     read_pvt_config(str(model_dir))
     model = PvtForImageClassification.from_pretrained(model_dir).eval()
     path = export_onnx(model, output)
@@ -99,7 +119,19 @@ def export_and_verify(model_dir: str | Path, output: str | Path, tolerance: floa
     worst = max(differences.values())
     if worst > tolerance:
         raise RuntimeError(f"onnxruntime logits differ from PyTorch by {worst:.2e} (> {tolerance:.0e}): {differences}")
-    return {"onnx": str(path), "max_abs_difference": differences}
+    report = {"onnx": str(path), "max_abs_difference": differences}
+    if int8:
+        # Int8 is not exact: what it changes is reported (probabilities against fp32 PyTorch), not bounded here;
+        # `scripts/benchmark.py --modes int8-onnx --agreement-model` measures top-1 agreement on real images.
+        int8_path = quantize_onnx(path, path.with_name(f"{path.stem}.int8.onnx"))
+        report["int8_onnx"] = str(int8_path)
+        report["int8_max_probability_difference"] = {
+            f"{batch_size}x{height}x{width}": onnx_max_abs_difference(
+                model, int8_path, example_input(model, batch_size, (height, width)), probabilities=True
+            )
+            for batch_size, height, width in check_sizes(model)
+        }
+    return report
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -113,9 +145,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("output", help="path of the .onnx file to write")
     parser.add_argument("--tolerance", type=float, default=ONNX_TOLERANCE, help="largest allowed |Δlogit|")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+    parser.add_argument(
+        "--int8", action="store_true", help="also write OUTPUT_STEM.int8.onnx: linear layers dynamically quantized"
+    )
     args = parser.parse_args(argv)
-    report = export_and_verify(args.model_dir, args.output, args.tolerance)
+    report = export_and_verify(args.model_dir, args.output, args.tolerance, args.int8)
     print(f"Wrote {report['onnx']}")
     for shape, difference in report["max_abs_difference"].items():
         print(f"  onnxruntime vs PyTorch at {shape}: max |Δlogit| = {difference:.2e}")
+    if args.int8:
+        print(f"Wrote {report['int8_onnx']}")
+        for shape, difference in report["int8_max_probability_difference"].items():
+            print(f"  int8 onnxruntime vs fp32 PyTorch at {shape}: max |Δprobability| = {difference:.2e}")
     return report

@@ -27,6 +27,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import cached_file
 
 from .configuration_pvt import PvtConfig
+from .cpu_fast_paths import ONEDNN, cpu_fast_paths, cpu_inference_linear_backend
 
 
 class PvtPatchEmbeddings(nn.Module):
@@ -92,14 +93,15 @@ def eager_attention_forward(
 
 # oneDNN's linear kernel (a private ATen op, hence the availability check and the fallback) adds the bias, and in
 # inference also the exact GELU, inside the GEMM, where MKL's addmm first copies the bias into the output and GELU is
-# a separate pass over the 8x-wide MLP activations. On the AMD EPYC CPUs we measured it is also the faster GEMM for
-# PVT's tall-skinny shapes, most of all for the input gradient (about 2x MKL's mm). Results match `F.linear` to float
-# rounding (tests compare both). Compilers and exporters trace the public ops instead: inductor fuses on its own, and
-# exported graphs must not contain private ops.
+# a separate pass over the 8x-wide MLP activations. Whether it is also the faster GEMM depends on the CPU (about 2x
+# MKL's mm for the input gradient on AMD EPYC, close to it on Intel Xeons): `cpu_fast_paths` decides per machine,
+# separately for inference and training. Results match `F.linear` to float rounding (tests compare both). Compilers
+# and exporters trace the public ops instead: inductor fuses on its own, and exported graphs must not contain
+# private ops.
 _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
-def _uses_onednn_linear(hidden_states: torch.Tensor, linear: nn.Linear) -> bool:
+def _uses_onednn_linear(hidden_states: torch.Tensor, linear: nn.Linear, records_grad: bool) -> bool:
     weight = linear.weight
     return (
         _HAS_ONEDNN_LINEAR
@@ -115,6 +117,8 @@ def _uses_onednn_linear(hidden_states: torch.Tensor, linear: nn.Linear) -> bool:
         and not torch.compiler.is_compiling()
         and not torch.compiler.is_exporting()
         and not torch.jit.is_tracing()
+        # Last: the training choice may time both backends once, which only an eager CPU call should trigger.
+        and (cpu_fast_paths().training_linear if records_grad else cpu_inference_linear_backend()) == ONEDNN
     )
 
 
@@ -143,9 +147,12 @@ class _OneDnnLinearFunction(torch.autograd.Function):
 
 def fast_linear(hidden_states: torch.Tensor, linear: nn.Linear, fused_gelu: bool = False) -> torch.Tensor:
     """`linear(hidden_states)`, then exact (erf) GELU when `fused_gelu`, on the fastest exact kernel available."""
-    if not _uses_onednn_linear(hidden_states, linear):
+    records_grad = torch.is_grad_enabled() and (
+        hidden_states.requires_grad or any(p.requires_grad for p in linear.parameters())
+    )
+    if not _uses_onednn_linear(hidden_states, linear, records_grad):
         output = linear(hidden_states)
-    elif torch.is_grad_enabled() and (hidden_states.requires_grad or any(p.requires_grad for p in linear.parameters())):
+    elif records_grad:
         output = _OneDnnLinearFunction.apply(hidden_states, linear.weight, linear.bias)
     else:
         # GELU's backward needs its input, so the activation is fused into the GEMM only when no gradient is recorded.

@@ -5,13 +5,23 @@ writes JSON (and optionally a PNG plot).
     python scripts/benchmark.py --tasks backbone --modes eager sdpa bf16    # 512², 800x1333, 1024² backbone
     python scripts/benchmark.py --modes native eager compile --plot outputs/benchmark/bench.png
 
+    python scripts/benchmark.py --background-load 3               # the same with 3 busy processes (contention)
+    python scripts/benchmark.py --tasks backbone segmentation segmentation-training --presets pvt-tiny pvt-small
+
 All options: python scripts/benchmark.py --help
 """
 
-import sys
+import os
 
-from modeling_pvt.benchmarking import main
-from modeling_pvt.cli import run_cli
+# OpenMP threads that wait by spinning burn the time slice of the sibling they wait for when the cores are shared:
+# on a 2-core Xeon with 3 busy processes, PVT inference ran ~4-9x slower with the runtime's default than with PASSIVE
+# (see README, Performance). OpenMP reads this once, when torch is imported, so it is set before that import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import sys  # noqa: E402
+
+from modeling_pvt.benchmarking import main  # noqa: E402
+from modeling_pvt.cli import run_cli  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

@@ -9,11 +9,13 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_config
 from torch._dynamo.testing import CompileCounterWithBackend
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 from modeling_pvt import PvtForImageClassification
 from modeling_pvt.export import check_sizes, export_program
 from modeling_pvt.export import main as export_onnx_main
 from modeling_pvt.modeling_pvt import _HAS_ONEDNN_LINEAR, fast_linear
+from modeling_pvt.quantization import int8_classifier, quantize_torch
 
 # Non-square first: dynamo's duck sizing would otherwise guard on height == width and compile once more for the
 # first non-square input. Batch sizes stay >= 2 because size-1 dimensions are always specialised.
@@ -137,3 +139,30 @@ def test_export_of_a_model_trained_at_its_minimum_size_stays_dynamic():
             torch.testing.assert_close(
                 exported(pixel_values=pixel_values), model(pixel_values).logits, atol=1e-5, rtol=1e-5
             )
+
+
+def test_export_onnx_script_writes_an_int8_file_close_to_fp32(model, tmp_path):
+    model.save_pretrained(tmp_path / "model")
+    report = export_onnx_main([str(tmp_path / "model"), str(tmp_path / "pvt.onnx"), "--int8"])
+    int8_path = tmp_path / "pvt.int8.onnx"
+    assert report["int8_onnx"] == str(int8_path)
+    graph = onnx.load(str(int8_path)).graph
+    assert any(node.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for node in graph.node)
+    assert set(report["int8_max_probability_difference"]) == set(report["max_abs_difference"])
+    assert 0 < max(report["int8_max_probability_difference"].values()) < 0.05
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_int8_classifiers_agree_with_fp32(model, backend, tmp_path):
+    classify = int8_classifier(model, backend, workdir=tmp_path if backend == "onnxruntime" else None)
+    pixel_values = torch.randn(4, 3, 96, 64)
+    with torch.inference_mode():
+        reference = model(pixel_values).logits
+    logits = classify(pixel_values)
+    assert logits.shape == reference.shape and logits.dtype == torch.float32
+    assert not torch.equal(logits, reference), "nothing was quantized"
+    assert (logits.softmax(-1) - reference.softmax(-1)).abs().max() < 0.05
+    if backend == "onnxruntime":
+        assert (tmp_path / "model.int8.onnx").stat().st_size < (tmp_path / "model.onnx").stat().st_size
+    else:
+        assert isinstance(quantize_torch(model).pvt.encoder.stages[0].blocks[0].mlp.fc1, DynamicQuantizedLinear)

@@ -1,0 +1,110 @@
+"""The per-machine choice of CPU fast paths, decided from mocked CPU capabilities and mocked measurements, and
+fast_linear following it."""
+
+import pytest
+import torch
+
+from modeling_pvt import cpu_fast_paths
+from modeling_pvt.cpu_fast_paths import ATEN, ONEDNN, CpuCapabilities, choose_fast_paths, read_cpuinfo
+from modeling_pvt.modeling_pvt import fast_linear
+
+X86_CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw avx512_vnni
+processor\t: 1
+vendor_id\t: GenuineIntel
+"""
+ARM_CPUINFO = """processor\t: 0
+BogoMIPS\t: 243.75
+Features\t: fp asimd asimddp bf16 i8mm
+CPU implementer\t: 0x41
+"""
+
+
+def capabilities(vendor="GenuineIntel", flags=("avx2", "avx512f"), torch_capability="AVX512", onednn=True, arch="x86_64"):
+    return CpuCapabilities(vendor, "test CPU", arch, frozenset(flags), torch_capability, onednn)
+
+
+def never_measured():
+    raise AssertionError("the capabilities alone decide here; nothing should be measured")
+
+
+def test_reads_x86_and_arm_cpuinfo():
+    assert read_cpuinfo(X86_CPUINFO) == (
+        "GenuineIntel",
+        "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz",
+        frozenset({"fpu", "sse2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"}),
+    )
+    vendor, _, flags = read_cpuinfo(ARM_CPUINFO)
+    assert vendor == "0x41" and {"bf16", "asimddp"} <= flags
+
+
+def test_xeon_without_bf16_gets_int8_and_a_measured_training_backend():
+    xeon = capabilities(flags=("avx2", "avx512f", "avx512_vnni"))
+    paths = choose_fast_paths(xeon, lambda: {ONEDNN: 1.0, ATEN: 2.0})
+    assert (paths.inference_linear, paths.training_linear, paths.bf16, paths.int8) == (ONEDNN, ONEDNN, False, True)
+    assert paths.training_reason.startswith("measured")
+    assert choose_fast_paths(xeon, lambda: {ONEDNN: 2.0, ATEN: 1.0}).training_linear == ATEN
+
+
+def test_a_near_tie_goes_to_the_public_op():
+    paths = choose_fast_paths(capabilities(), lambda: {ONEDNN: 0.99, ATEN: 1.0})
+    assert paths.training_linear == ATEN
+
+
+def test_native_bf16_only_with_avx512_bf16_or_amx():
+    assert not choose_fast_paths(capabilities(flags=("avx512f", "avx512bw")), lambda: {ONEDNN: 1, ATEN: 1}).bf16
+    for flag in ("avx512_bf16", "amx_bf16"):
+        paths = choose_fast_paths(capabilities(flags=("avx512f", "avx512_vnni", flag)), lambda: {ONEDNN: 1, ATEN: 1})
+        # Where bf16 is native it is the faster low-precision path, so int8 is not the recommendation there.
+        assert paths.bf16 and not paths.int8
+
+
+def test_amd_epyc_trains_on_onednn_without_measuring():
+    epyc = capabilities(vendor="AuthenticAMD", flags=("avx2", "avx512f", "avx512_bf16"))
+    paths = choose_fast_paths(epyc, never_measured)
+    assert (paths.inference_linear, paths.training_linear, paths.training_reason) == (ONEDNN, ONEDNN, "capabilities")
+
+
+def test_without_onednn_or_vector_units_everything_uses_aten():
+    for cpu in (capabilities(onednn=False), capabilities(torch_capability="DEFAULT", flags=())):
+        paths = choose_fast_paths(cpu, never_measured)
+        assert (paths.inference_linear, paths.training_linear) == (ATEN, ATEN)
+    arm = capabilities(vendor="0x41", flags=("asimd", "bf16"), torch_capability="DEFAULT", arch="aarch64")
+    assert choose_fast_paths(arm, never_measured).inference_linear == ATEN
+
+
+def test_override_wins_and_is_checked():
+    paths = choose_fast_paths(capabilities(), never_measured, override=ATEN)
+    assert (paths.inference_linear, paths.training_linear, paths.training_reason) == (ATEN, ATEN, "override")
+    with pytest.raises(ValueError, match="not a linear backend"):
+        choose_fast_paths(capabilities(), never_measured, override="mkl")
+    with pytest.raises(ValueError, match="no oneDNN"):
+        choose_fast_paths(capabilities(onednn=False), never_measured, override=ONEDNN)
+
+
+def test_measurement_times_both_backends():
+    seconds = cpu_fast_paths.measure_training_linears(rows=64, features=8, repeats=1)
+    assert set(seconds) == {ONEDNN, ATEN} and all(0 < value < 60 for value in seconds.values())
+
+
+def test_description_names_the_cpu_and_the_choice(monkeypatch):
+    monkeypatch.setattr(cpu_fast_paths, "detect_cpu_capabilities", lambda: capabilities(flags=("avx512_vnni",)))
+    monkeypatch.setenv(cpu_fast_paths.OVERRIDE_VARIABLE, ATEN)
+    text = cpu_fast_paths.describe_cpu_fast_paths()
+    assert len(text.splitlines()) == 2 and "test CPU" in text and "avx512_vnni" in text
+    assert "training=aten [override]" in text and "bf16 not native" in text and "int8" in text
+
+
+@pytest.mark.parametrize("backend, node", [(ATEN, "AddmmBackward0"), (ONEDNN, "_OneDnnLinearFunctionBackward")])
+def test_fast_linear_follows_the_chosen_training_backend(monkeypatch, backend, node):
+    monkeypatch.setenv(cpu_fast_paths.OVERRIDE_VARIABLE, backend)
+    linear = torch.nn.Linear(8, 16)
+    output = fast_linear(torch.randn(2, 5, 8, requires_grad=True), linear)
+    names = []
+    function = output.grad_fn
+    while function is not None:
+        names.append(type(function).__name__)
+        function = function.next_functions[0][0] if function.next_functions else None
+    assert node in names, names
