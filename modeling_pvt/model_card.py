@@ -11,6 +11,7 @@ produced; the paper's numbers are quoted separately and labelled as the paper's.
 import argparse
 import copy
 import string
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,8 +29,17 @@ PAPER_RESULTS = {
     "pvt-medium": {"top1": 81.2, "gflops": 6.7, "params_m": 44.2},
     "pvt-large": {"top1": 81.7, "gflops": 9.8, "params_m": 61.4},
 }
+# The paper's Semantic FPN on ADE20K (Table 3: 150 classes, 512x512; "GFLOPs" are multiply-adds; single-scale mIoU %).
+PAPER_SEGMENTATION = {
+    "pvt-tiny": {"miou": 35.7, "gflops": 33.2, "params_m": 17.0},
+    "pvt-small": {"miou": 39.8, "gflops": 44.5, "params_m": 28.2},
+    "pvt-medium": {"miou": 41.6, "gflops": 61.0, "params_m": 48.0},
+    "pvt-large": {"miou": 42.1, "gflops": 79.6, "params_m": 65.1},
+}
 IMAGENET_NUM_LABELS = 1000
+ADE20K_NUM_LABELS = 150
 MEASURED_RESOLUTION = 224
+SEGMENTATION_RESOLUTION = 512
 # Trainer's bookkeeping entries are not quality metrics and stay out of `model-index`.
 _NOT_METRICS = ("loss", "runtime", "samples_per_second", "steps_per_second", "epoch")
 
@@ -42,46 +52,8 @@ CITATION = """@inproceedings{wang2021pyramid,
   year      = {2021}
 }"""
 
-CARD_TEMPLATE = string.Template(
-    """---
-$metadata
----
-
-# $title
-
-$summary
-
-## Model description
-
-PVT v1 ("Pyramid Vision Transformer: A Versatile Backbone for Dense Prediction without Convolutions",
-Wang et al., ICCV 2021, [arXiv:2102.12122]($paper_url)) is a convolution-free backbone that produces a
-feature pyramid like a CNN. Each of its four stages starts with a strided patch embedding (a convolution with
-kernel = stride) and adds learned position embeddings, then runs transformer blocks whose attention uses
-*spatial-reduction attention*: keys and values come from the feature map shrunk by a ratio R, which keeps
-attention affordable at high resolution. A CLS token joins in the last stage; its normalised embedding feeds
-the classification head.
-
-| | stage 1 | stage 2 | stage 3 | stage 4 |
-|---|---|---|---|---|
-$stage_table
-
-$measurements
-
-$results
-
-## Intended uses
-
-- Image classification over the labels in `config.id2label` ($num_labels classes).
-- A multi-scale backbone (feature maps at strides 4/8/16/32) for detection and segmentation heads.
-- A starting point for fine-tuning on your own labels.
-
-## How to use
-
-The modelling code is stored with the weights, so loading needs `trust_remote_code=True` (or the
-`pvt-transformers` package installed, which registers the classes with the Auto factories).
-
-```python
-from PIL import Image
+# What differs between the cards of the two tasks; the rest of the card is shared.
+_CLASSIFICATION_USAGE = """from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, AutoModelForImageClassification, pipeline
 
 repo = "$repo_id"
@@ -99,7 +71,100 @@ print(model.config.id2label[predicted])
 # Hub repo and a local folder alike; AutoBackbone works only with a Hub repo id while online (transformers 5.24
 # asks the Hub before loading, so it fails for folders and offline).
 encoder = AutoModel.from_pretrained(repo, trust_remote_code=True)
-feature_maps = encoder(**inputs, output_hidden_states=True).hidden_states
+feature_maps = encoder(**inputs, output_hidden_states=True).hidden_states"""
+_SEGMENTATION_USAGE = """from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation, pipeline
+
+repo = "$repo_id"
+image = Image.open("path/to/image.jpg").convert("RGB")
+segmenter = pipeline("image-segmentation", model=repo, trust_remote_code=True)
+for segment in segmenter(image):  # one mask (a PIL image at the input's size) per class present
+    print(segment["label"])
+
+processor = AutoImageProcessor.from_pretrained(repo, trust_remote_code=True)
+model = AutoModelForSemanticSegmentation.from_pretrained(repo, trust_remote_code=True)
+inputs = processor(images=image, return_tensors="pt")  # keeps the aspect ratio; sides become multiples of 32
+outputs = model(**inputs)  # outputs.logits: (1, num_labels, H/4, W/4)
+class_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.size[::-1]])[0]  # (H, W)"""
+
+
+@dataclass(frozen=True)
+class _CardTask:
+    pipeline_tag: str
+    task_name: str
+    tags: tuple[str, ...]
+    what: str  # completes "…: " in the summary
+    architecture_note: str
+    intended_uses: str
+    usage: str
+
+
+CLASSIFICATION_CARD = _CardTask(
+    pipeline_tag="image-classification",
+    task_name="Image Classification",
+    tags=("image-classification",),
+    what="an image classifier and multi-scale backbone",
+    architecture_note="A CLS token joins in the last stage; its normalised embedding feeds\nthe classification head.",
+    intended_uses="- Image classification over the labels in `config.id2label` ($num_labels classes).\n"
+    "- A multi-scale backbone (feature maps at strides 4/8/16/32) for detection and segmentation heads.\n"
+    "- A starting point for fine-tuning on your own labels.",
+    usage=_CLASSIFICATION_USAGE,
+)
+SEGMENTATION_CARD = _CardTask(
+    pipeline_tag="image-segmentation",
+    task_name="Semantic Segmentation",
+    tags=("image-segmentation", "semantic-segmentation", "semantic-fpn"),
+    what="a semantic segmentation model (PVT backbone + Semantic FPN)",
+    architecture_note="This is the paper's segmentation model: the dense backbone (no CLS token, as in the\n"
+    "original segmentation code) feeds a Semantic FPN (Kirillov et al., 2019), an FPN neck and a head that merges\n"
+    "the four levels at stride 4, which predicts a class for every pixel at 1/4 of the input resolution.",
+    intended_uses="- Semantic segmentation over the labels in `config.id2label` ($num_labels classes).\n"
+    "- A starting point for fine-tuning on your own classes (`scripts/finetune_segmentation.py`).",
+    usage=_SEGMENTATION_USAGE,
+)
+
+
+def card_task(model) -> _CardTask:
+    return SEGMENTATION_CARD if type(model).__name__ == "PvtForSemanticSegmentation" else CLASSIFICATION_CARD
+
+
+CARD_TEMPLATE = string.Template(
+    """---
+$metadata
+---
+
+# $title
+
+$summary
+
+## Model description
+
+PVT v1 ("Pyramid Vision Transformer: A Versatile Backbone for Dense Prediction without Convolutions",
+Wang et al., ICCV 2021, [arXiv:2102.12122]($paper_url)) is a convolution-free backbone that produces a
+feature pyramid like a CNN. Each of its four stages starts with a strided patch embedding (a convolution with
+kernel = stride) and adds learned position embeddings, then runs transformer blocks whose attention uses
+*spatial-reduction attention*: keys and values come from the feature map shrunk by a ratio R, which keeps
+attention affordable at high resolution. $architecture_note
+
+| | stage 1 | stage 2 | stage 3 | stage 4 |
+|---|---|---|---|---|
+$stage_table
+
+$measurements
+
+$results
+
+## Intended uses
+
+$intended_uses
+
+## How to use
+
+The modelling code is stored with the weights, so loading needs `trust_remote_code=True` (or the
+`pvt-transformers` package installed, which registers the classes with the Auto factories).
+
+```python
+$usage
 ```
 
 ## Limitations
@@ -164,22 +229,20 @@ def _evaluation_metrics(eval_results: dict) -> dict:
 
 
 def _cites_paper_results(model, variant, eval_results, dataset_name) -> bool:
-    """The paper's ImageNet-1k accuracy describes a preset's 1000-way ImageNet classifier, nothing else."""
-    return (
-        not eval_results
-        and variant in PAPER_RESULTS
-        and model.config.num_labels == IMAGENET_NUM_LABELS
-        and dataset_name is None
-    )
+    """The paper's numbers describe a preset's 1000-way ImageNet classifier or 150-way ADE20K Semantic FPN, nothing
+    else."""
+    paper_labels = ADE20K_NUM_LABELS if card_task(model) is SEGMENTATION_CARD else IMAGENET_NUM_LABELS
+    return not eval_results and variant in PAPER_RESULTS and model.config.num_labels == paper_labels and not dataset_name
 
 
 def _eval_results_metadata(model, variant, eval_results, dataset_name) -> list[EvalResult]:
+    task = card_task(model)
     if eval_results:
         dataset = dataset_name or "unknown"
         return [
             EvalResult(
-                task_type="image-classification",
-                task_name="Image Classification",
+                task_type=task.pipeline_tag,
+                task_name=task.task_name,
                 dataset_type=dataset,
                 dataset_name=dataset,
                 metric_type=name,
@@ -188,22 +251,37 @@ def _eval_results_metadata(model, variant, eval_results, dataset_name) -> list[E
             )
             for name, value in _evaluation_metrics(eval_results).items()
         ]
-    if _cites_paper_results(model, variant, eval_results, dataset_name):
+    if not _cites_paper_results(model, variant, eval_results, dataset_name):
+        return []
+    if task is SEGMENTATION_CARD:
         return [
             EvalResult(
-                task_type="image-classification",
-                task_name="Image Classification",
-                dataset_type="imagenet-1k",
-                dataset_name="ImageNet-1k",
+                task_type=task.pipeline_tag,
+                task_name=task.task_name,
+                dataset_type="scene_parse_150",
+                dataset_name="ADE20K",
                 dataset_split="validation",
-                metric_type="accuracy",
-                metric_value=PAPER_RESULTS[variant]["top1"],
-                metric_name="Top-1 accuracy (reported by the paper, Table 2)",
+                metric_type="mean_iou",
+                metric_value=PAPER_SEGMENTATION[variant]["miou"],
+                metric_name="mIoU (reported by the paper, Semantic FPN)",
                 source_name="Wang et al., ICCV 2021 (paper's reported number)",
                 source_url=PAPER_URL,
             )
         ]
-    return []
+    return [
+        EvalResult(
+            task_type=task.pipeline_tag,
+            task_name=task.task_name,
+            dataset_type="imagenet-1k",
+            dataset_name="ImageNet-1k",
+            dataset_split="validation",
+            metric_type="accuracy",
+            metric_value=PAPER_RESULTS[variant]["top1"],
+            metric_name="Top-1 accuracy (reported by the paper, Table 2)",
+            source_name="Wang et al., ICCV 2021 (paper's reported number)",
+            source_url=PAPER_URL,
+        )
+    ]
 
 
 def _is_local_path(dataset_name: str) -> bool:
@@ -226,14 +304,16 @@ def _metadata(model, variant, eval_results, dataset_name, base_model, model_name
         # `datasets:` links Hub datasets; a local folder has no page there, and its path means nothing elsewhere.
         datasets, dataset_name = None, _shown_dataset_name(dataset_name)
     else:
-        datasets = [dataset_name] if dataset_name else (["imagenet-1k"] if num_labels == IMAGENET_NUM_LABELS else None)
-    tags = ["vision", "image-classification", "pvt", "pyramid-vision-transformer", "custom_code"]
+        paper_data = {IMAGENET_NUM_LABELS: ["imagenet-1k"], ADE20K_NUM_LABELS: ["scene_parse_150"]}
+        datasets = [dataset_name] if dataset_name else paper_data.get(num_labels) if variant else None
+    task = card_task(model)
+    tags = ["vision", *task.tags, "pvt", "pyramid-vision-transformer", "custom_code"]
     if variant:
         tags.append(variant)
     data = ModelCardData(
         license="apache-2.0",
         library_name="transformers",
-        pipeline_tag="image-classification",
+        pipeline_tag=task.pipeline_tag,
         tags=tags,
         datasets=datasets,
         base_model=base_model,
@@ -256,7 +336,8 @@ def _stage_table(config) -> str:
 
 
 def _measurements_section(model, variant) -> str:
-    measured = measure_model(model)
+    is_segmentation = card_task(model) is SEGMENTATION_CARD
+    measured = measure_model(model, SEGMENTATION_RESOLUTION if is_segmentation else MEASURED_RESOLUTION)
     size = measured["resolution"]
     lines = [
         "## Size and compute (measured by our code)",
@@ -268,11 +349,15 @@ def _measurements_section(model, variant) -> str:
         "pass with eager attention (matmuls and convolutions; normalisations, activations and softmax are not "
         "counted).",
     ]
-    if variant in PAPER_RESULTS:
-        paper = PAPER_RESULTS[variant]
+    paper_table, head = (PAPER_SEGMENTATION, "Semantic FPN with a 150-class head at 512x512") if is_segmentation else (
+        PAPER_RESULTS,
+        "a 1000-class head",
+    )
+    if variant in paper_table:
+        paper = paper_table[variant]
         lines.append(
             f'- For comparison, the paper reports {paper["params_m"]} M parameters and {paper["gflops"]} "GFLOPs" '
-            f"(multiply-adds) for {variant} with a 1000-class head."
+            f"(multiply-adds) for {variant} with {head}."
         )
     return "\n".join(lines)
 
@@ -291,6 +376,14 @@ def _results_section(model, variant, eval_results, dataset_name, training_args) 
             "| metric | value |",
             "|---|---|",
             *(f"| {name} | {_format_value(value)} |" for name, value in eval_results.items()),
+        ]
+    elif _cites_paper_results(model, variant, eval_results, dataset_name) and card_task(model) is SEGMENTATION_CARD:
+        lines = [
+            "## ADE20K results (reported by the paper)",
+            "",
+            f"The paper reports **{PAPER_SEGMENTATION[variant]['miou']} mIoU** on the ADE20K validation set for "
+            f"{variant} + Semantic FPN (single scale, short side 512). That number belongs to the authors' original "
+            "weights; it was not re-measured on this checkpoint.",
         ]
     elif _cites_paper_results(model, variant, eval_results, dataset_name):
         lines = [
@@ -319,8 +412,8 @@ def _results_section(model, variant, eval_results, dataset_name, training_args) 
 def _summary(model, variant, dataset_name, base_model, converted_from) -> str:
     name = f"PVT-{variant.removeprefix('pvt-').capitalize()}" if variant else "A custom-size PVT v1"
     parts = [
-        f"{name} ({type(model).__name__}, {model.config.num_labels} labels): an image classifier and multi-scale "
-        "backbone, packaged for 🤗 Transformers."
+        f"{name} ({type(model).__name__}, {model.config.num_labels} labels): {card_task(model).what}, packaged for "
+        "🤗 Transformers."
     ]
     if base_model:
         parts.append(f"Fine-tuned from [`{base_model}`](https://huggingface.co/{base_model}) on `{dataset_name}`.")
@@ -360,6 +453,8 @@ def render_model_card(
     model_name = repo_id.split("/")[-1] if repo_id else (variant or "pvt-v1")
     metadata = _metadata(model, variant, eval_results, dataset_name, base_model, model_name)
     dataset_name = _shown_dataset_name(dataset_name)
+    task = card_task(model)
+    repo = repo_id or "path/to/this/folder-or-repo"
     return CARD_TEMPLATE.substitute(
         metadata=metadata,
         title=model_name,
@@ -368,8 +463,9 @@ def render_model_card(
         stage_table=_stage_table(model.config),
         measurements=_measurements_section(model, variant),
         results=_results_section(model, variant, eval_results, dataset_name, training_args),
-        num_labels=model.config.num_labels,
-        repo_id=repo_id or "path/to/this/folder-or-repo",
+        architecture_note=task.architecture_note,
+        intended_uses=string.Template(task.intended_uses).substitute(num_labels=model.config.num_labels),
+        usage=string.Template(task.usage).substitute(repo_id=repo),
         image_size=model.config.image_height_width[0],
         citation=CITATION,
     )

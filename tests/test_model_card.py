@@ -8,10 +8,11 @@ import torch
 from conftest import tiny_config
 from huggingface_hub import ModelCard
 
-from modeling_pvt import PRESETS, PvtBackbone, PvtConfig, PvtForImageClassification
+from modeling_pvt import PRESETS, PvtBackbone, PvtConfig, PvtForImageClassification, PvtForSemanticSegmentation
 from modeling_pvt.model_card import (
     CARD_TEMPLATE,
     PAPER_RESULTS,
+    PAPER_SEGMENTATION,
     infer_variant,
     measure_model,
     preset_card,
@@ -169,3 +170,38 @@ def test_a_local_folder_is_not_hub_metadata_and_its_path_is_not_published(tmp_pa
     card = ModelCard(text)
     assert card.data.to_dict().get("datasets") is None
     assert str(tmp_path) not in text and "local folder shapes" in text
+
+
+@pytest.mark.parametrize("variant", list(PRESETS))
+def test_semantic_fpn_size_and_compute_agree_with_the_paper(variant):
+    """The paper's Table 3 (Semantic FPN, 150 classes, 512x512) pins down the whole segmentation architecture."""
+    with torch.device("meta"):
+        model = PvtForSemanticSegmentation(PvtConfig.from_preset(variant, num_labels=150))
+    measured = measure_model(model, 512)
+    paper = PAPER_SEGMENTATION[variant]
+    assert measured["params"] / 1e6 == pytest.approx(paper["params_m"], rel=0.005)
+    # Within 0.1% (pvt-large: 79.53 measured, 79.6 printed).
+    assert measured["gmacs"] == pytest.approx(paper["gflops"], rel=0.001)
+
+
+def test_segmentation_cards_cite_ade20k_only_for_the_paper_model_and_report_measured_miou():
+    with torch.device("meta"):
+        ade20k = PvtForSemanticSegmentation(PvtConfig.from_preset("pvt-small", num_labels=150))
+    card = ModelCard(render_model_card(ade20k))
+    assert card.data.pipeline_tag == "image-segmentation" and "semantic-segmentation" in card.data.tags
+    (paper,) = card.data.eval_results
+    assert (paper.metric_type, paper.metric_value, paper.dataset_name) == ("mean_iou", 39.8, "ADE20K")
+    assert "AutoModelForSemanticSegmentation" in card.text and 'pipeline("image-segmentation"' in card.text
+    assert "Compute at 512x512" in card.text and "28.2 M parameters and 44.5" in card.text
+
+    digits = PvtForSemanticSegmentation(PvtConfig.from_preset("pvt-tiny", num_labels=11, image_size=64))
+    text = render_model_card(
+        digits,
+        eval_results={"mean_iou": 0.8123, "overall_accuracy": 0.97},
+        dataset_name="grid-digits",
+        training_args={"learning_rate": 1e-3},
+    )
+    card = ModelCard(text)
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results} == {"mean_iou": 0.8123, "overall_accuracy": 0.97}
+    assert all(r.task_type == "image-segmentation" for r in card.data.eval_results)
+    assert "| mean_iou | 0.8123 |" in text and "reported by the paper" not in text and "39.8" not in text
