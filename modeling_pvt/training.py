@@ -34,6 +34,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.hf_argparser import string_to_bool
 
 from .cli import DEBUG_ENVIRONMENT_VARIABLE, DEBUG_FLAG
+from .cpu_fast_paths import describe_cpu_fast_paths
 from .configuration_pvt import PRESETS, PvtConfig, preset_name
 from .conversion import read_pvt_config
 from .data import (
@@ -639,6 +640,13 @@ def _push(model_dir: Path, training_args) -> tuple[str, str | None]:
     return f" Pushed to {url}.", None
 
 
+def _cpu_lines() -> dict:
+    """The CPU and the fast paths chosen on it (bf16 only where native, the faster linear backend): two summary
+    lines, so that a run's speed can be read against the machine it ran on."""
+    cpu, fast_paths = describe_cpu_fast_paths().split("\n")
+    return {"cpu": cpu.removeprefix("CPU: "), "fast paths": fast_paths.removeprefix("fast paths: ")}
+
+
 def _print_start(task: TrainingTask, prepared: PreparedRun, model_args, training_args, extra: dict) -> None:
     splits, output_dir = prepared.splits, Path(training_args.output_dir)
     names = splits.label_names
@@ -687,6 +695,7 @@ def run(
             training_args,
             {
                 "threads": threads.describe(),
+                **(_cpu_lines() if training_args.device.type == "cpu" else {}),
                 "resume": describe_resume(training_args.resume_from_checkpoint, checkpoint, output_dir),
                 "push": f"to {training_args.hub_model_id} at the end" if push_to_hub else "no",
             },
