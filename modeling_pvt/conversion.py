@@ -168,6 +168,22 @@ def read_pvt_config(name_or_path: str) -> dict:
     return config
 
 
+def key_problems(weights: dict, expected: dict, missing: list[str], target: str) -> list[str]:
+    """One line each for the missing, unexpected and mis-shaped keys of `weights` against `expected` (a model's
+    state dict), at most 12 names a line; empty when everything fits."""
+    unexpected = [key for key in weights if key not in expected]
+    mis_shaped = [
+        f"{key}: checkpoint {tuple(weights[key].shape)} vs {target} {tuple(expected[key].shape)}"
+        for key in weights
+        if key in expected and weights[key].shape != expected[key].shape
+    ]
+    return [
+        f"{title} ({len(keys)}): " + ", ".join(keys[:12]) + (" …" if len(keys) > 12 else "")
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped))
+        if keys
+    ]
+
+
 def detect_format(keys) -> str:
     keys = list(keys)
     for name, markers in _FORMAT_MARKERS:
@@ -439,18 +455,7 @@ def build_model(
         weights = {key: value for key, value in weights.items() if not key.startswith(fresh)}
     weights = model._to_own_layout(weights)
     missing = [key for key in expected if key not in weights and not (fresh and key.startswith(fresh))]
-    unexpected = [key for key in weights if key not in expected]
-    mis_shaped = [
-        f"{key}: checkpoint {tuple(weights[key].shape)} vs model {tuple(expected[key].shape)}"
-        for key in weights
-        if key in expected and weights[key].shape != expected[key].shape
-    ]
-    if missing or unexpected or mis_shaped:
-        problems = [
-            f"{title} ({len(keys)}): " + ", ".join(keys[:12]) + (" …" if len(keys) > 12 else "")
-            for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped))
-            if keys
-        ]
+    if problems := key_problems(weights, expected, missing, "model"):
         raise ConversionError(
             f"{checkpoint.location} ({checkpoint.format}) does not match {variant or 'the configured architecture'} "
             "(names as in this package's layout):\n  " + "\n  ".join(problems) + "\nCheck --variant, or pass "

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conversion import NATIVE, Checkpoint, ConversionError, load_checkpoint
+from .conversion import NATIVE, Checkpoint, ConversionError, key_problems, load_checkpoint
 from .configuration_pvt import PvtConfig
 from .hub import DEFAULT_MAX_SHARD_SIZE, save_hub_folder
 from .image_processing_pvt import PvtV1ImageProcessor
@@ -108,18 +108,7 @@ def load_pvt_backbone_weights(model: nn.Module, checkpoint) -> BackboneLoadRepor
             ignored.add(key if key.endswith(".cls_token") else key.split(".")[0] + ".*")
     resized = _resize_position_embeddings(weights, expected, backbone.config, source)
     missing = [key for key in expected if key not in weights]
-    unexpected = [key for key in weights if key not in expected]
-    mis_shaped = [
-        f"{key}: checkpoint {tuple(weights[key].shape)} vs backbone {tuple(expected[key].shape)}"
-        for key in weights
-        if key in expected and weights[key].shape != expected[key].shape
-    ]
-    if missing or unexpected or mis_shaped:
-        problems = [
-            f"{title} ({len(keys)}): " + ", ".join(keys[:12]) + (" …" if len(keys) > 12 else "")
-            for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped))
-            if keys
-        ]
+    if problems := key_problems(weights, expected, missing, "backbone"):
         raise ConversionError(
             f"{source.location} ({source.format}) does not fit the PVT backbone of {type(model).__name__}:\n  "
             + "\n  ".join(problems)

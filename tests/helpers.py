@@ -58,6 +58,8 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+# The code files a saved folder carries (transformers copies each remote-code module and its relative imports).
+REMOTE_CODE_FILES = ("configuration_pvt.py", "modeling_pvt.py", "cpu_fast_paths.py", "image_processing_pvt.py")
 CONVERT_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "convert_checkpoint.py"
 
 

@@ -123,3 +123,15 @@ class PyramidVisionTransformer(nn.Module):
             if i != self.num_stages - 1:
                 x = x.reshape(B, H, W, -1).permute(0, 3, 1, 2).contiguous()
         return self.head(self.norm(x)[:, 0])
+
+
+def reference_kwargs(config) -> dict:
+    """The reference constructors' architecture arguments for a `PvtConfig` (the original code's names)."""
+    return dict(
+        img_size=config.image_height_width[0],
+        embed_dims=config.hidden_sizes,
+        num_heads=config.num_attention_heads,
+        mlp_ratios=config.mlp_ratios,
+        depths=config.depths,
+        sr_ratios=config.sr_ratios,
+    )

@@ -14,12 +14,13 @@ import transformers
 from conftest import tiny_config
 from helpers import (
     CONVERT_SCRIPT,
+    REMOTE_CODE_FILES,
     lay_out_as_hub_cache,
     read_json,
     run_convert,
     run_without_package,
 )
-from reference_pvt import PyramidVisionTransformer
+from reference_pvt import PyramidVisionTransformer, reference_kwargs
 from safetensors.torch import save_file
 
 from modeling_pvt import PvtConfig, PvtForImageClassification
@@ -32,27 +33,14 @@ from modeling_pvt.conversion import (
     verify,
 )
 
-HUB_FILES = {
-    "config.json",
-    "model.safetensors",
-    "preprocessor_config.json",
-    "configuration_pvt.py",
-    "modeling_pvt.py",
-    "image_processing_pvt.py",
-    "README.md",
-}
+HUB_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md", *REMOTE_CODE_FILES}
 
 
 def original_model(config: PvtConfig, num_classes: int) -> PyramidVisionTransformer:
     """The independent original-layout implementation with random weights, norms included (so a swapped or
     skipped LayerNorm would change the output)."""
     model = PyramidVisionTransformer(
-        img_size=config.image_height_width[0],
-        embed_dims=config.hidden_sizes,
-        num_heads=config.num_attention_heads,
-        mlp_ratios=config.mlp_ratios,
-        depths=config.depths,
-        sr_ratios=config.sr_ratios,
+        **reference_kwargs(config),
         num_classes=num_classes,
     ).eval()
     with torch.no_grad():

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import tiny_config
 from helpers import read_json, run_convert
-from reference_pvt import PyramidVisionTransformer
+from reference_pvt import PyramidVisionTransformer, reference_kwargs
 from reference_semantic_fpn import SemanticFPN, randomise_norms
 
 from modeling_pvt import PvtConfig, PvtForSemanticSegmentation, PvtImageProcessor
@@ -21,19 +21,9 @@ def tiny_segmentation_config(**overrides) -> PvtConfig:
     return tiny_config(fpn_hidden_size=16, decoder_hidden_size=8, **overrides)
 
 
-def backbone_kwargs(config: PvtConfig) -> dict:
-    return dict(
-        img_size=config.image_height_width[0],
-        embed_dims=config.hidden_sizes,
-        num_heads=config.num_attention_heads,
-        mlp_ratios=config.mlp_ratios,
-        depths=config.depths,
-        sr_ratios=config.sr_ratios,
-    )
-
 
 def reference_fpn(config: PvtConfig, num_classes: int) -> SemanticFPN:
-    model = SemanticFPN(num_classes, config.fpn_hidden_size, config.decoder_hidden_size, **backbone_kwargs(config))
+    model = SemanticFPN(num_classes, config.fpn_hidden_size, config.decoder_hidden_size, **reference_kwargs(config))
     return randomise_norms(model).eval()
 
 
@@ -148,7 +138,7 @@ def tiny_classifier(tmp_path):
     config = tiny_segmentation_config()
     config_path = tmp_path / "config.json"
     config.to_json_file(config_path)
-    classifier = randomise_norms(PyramidVisionTransformer(num_classes=1000, **backbone_kwargs(config))).eval()
+    classifier = randomise_norms(PyramidVisionTransformer(num_classes=1000, **reference_kwargs(config))).eval()
     checkpoint = tmp_path / "pvt_tiny.pth"
     torch.save({"model": classifier.state_dict()}, checkpoint)
     return classifier, checkpoint, config_path

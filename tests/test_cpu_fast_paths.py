@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from modeling_pvt import cpu_fast_paths
-from modeling_pvt.cpu_fast_paths import ATEN, ONEDNN, CpuCapabilities, choose_fast_paths, read_cpuinfo
+from modeling_pvt.cpu_fast_paths import (
+    ATEN,
+    ONEDNN,
+    CpuCapabilities,
+    choose_fast_paths,
+    read_cpuinfo,
+)
 from modeling_pvt.modeling_pvt import fast_linear
 
 X86_CPUINFO = """processor\t: 0

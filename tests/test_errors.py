@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
 
 from modeling_pvt import PvtBackbone, PvtForImageClassification, PvtModel
-
-from conftest import tiny_config
 
 
 @pytest.fixture(params=[PvtModel, PvtForImageClassification, PvtBackbone], ids=lambda c: c.__name__)

@@ -22,9 +22,9 @@ from helpers import read_json
 from huggingface_hub.errors import HfHubHTTPError
 from PIL import Image
 
+from modeling_pvt import training
 from modeling_pvt.data import DataError
 from modeling_pvt.hub import PublishError
-from modeling_pvt import training
 from modeling_pvt.pictures import CLASSIFICATION_FIGURES, plot_training_curves
 from modeling_pvt.training import main, parse_arguments, resolve_checkpoint
 

@@ -7,8 +7,12 @@ import pytest
 import torch
 from conftest import tiny_config
 from helpers import lay_out_as_hub_cache, read_json, run_without_package
-from reference_pvt import PyramidVisionTransformer
-from reference_semantic_fpn import DensePyramidVisionTransformer, SemanticFPN, randomise_norms
+from reference_pvt import PyramidVisionTransformer, reference_kwargs
+from reference_semantic_fpn import (
+    DensePyramidVisionTransformer,
+    SemanticFPN,
+    randomise_norms,
+)
 from transformers import (
     DetrConfig,
     DetrForObjectDetection,
@@ -20,22 +24,16 @@ from transformers import (
     UperNetForSemanticSegmentation,
 )
 
-from modeling_pvt import PvtBackbone, PvtConfig, PvtForImageClassification, PvtV1ImageProcessor
+from modeling_pvt import (
+    PvtBackbone,
+    PvtForImageClassification,
+    PvtV1ImageProcessor,
+)
 from modeling_pvt.conversion import ConversionError
 from modeling_pvt.heads import load_pvt_backbone_weights, save_head_model
 
 ALL_STAGES = [0, 1, 2, 3]
 
-
-def reference_kwargs(config: PvtConfig) -> dict:
-    return dict(
-        img_size=config.image_height_width[0],
-        embed_dims=config.hidden_sizes,
-        num_heads=config.num_attention_heads,
-        mlp_ratios=config.mlp_ratios,
-        depths=config.depths,
-        sr_ratios=config.sr_ratios,
-    )
 
 
 def upernet(**backbone_overrides) -> UperNetForSemanticSegmentation:

@@ -14,11 +14,15 @@ import huggingface_hub
 import pytest
 import torch
 from conftest import tiny_config
-from helpers import lay_out_as_hub_cache, read_json, run_without_package
+from helpers import (
+    REMOTE_CODE_FILES,
+    lay_out_as_hub_cache,
+    read_json,
+    run_without_package,
+)
 from huggingface_hub.errors import HfHubHTTPError
 
-from modeling_pvt import PvtForImageClassification, PvtImageProcessor
-from modeling_pvt import hub
+from modeling_pvt import PvtForImageClassification, PvtImageProcessor, hub
 from modeling_pvt.cli import run_cli
 from modeling_pvt.hub import PublishError, push_folder, save_hub_folder
 
@@ -82,11 +86,9 @@ def test_hub_folder_has_the_published_layout(hub_folder, model):
     assert set(snapshot(hub_folder)) == {
         "README.md",
         "config.json",
-        "configuration_pvt.py",
-        "image_processing_pvt.py",
         "model.safetensors",
-        "modeling_pvt.py",
         "preprocessor_config.json",
+        *REMOTE_CODE_FILES,
     }
     assert read_json(hub_folder / "config.json")["auto_map"]["AutoModelForImageClassification"] == (
         "modeling_pvt.PvtForImageClassification"

@@ -8,7 +8,13 @@ import torch
 from conftest import tiny_config
 from huggingface_hub import ModelCard
 
-from modeling_pvt import PRESETS, PvtBackbone, PvtConfig, PvtForImageClassification, PvtForSemanticSegmentation
+from modeling_pvt import (
+    PRESETS,
+    PvtBackbone,
+    PvtConfig,
+    PvtForImageClassification,
+    PvtForSemanticSegmentation,
+)
 from modeling_pvt.model_card import (
     CARD_TEMPLATE,
     PAPER_RESULTS,

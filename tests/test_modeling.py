@@ -4,10 +4,15 @@ import functools
 
 import pytest
 import torch
-
-from modeling_pvt import PRESETS, PvtBackbone, PvtConfig, PvtForImageClassification, PvtModel
-
 from conftest import tiny_config
+
+from modeling_pvt import (
+    PRESETS,
+    PvtBackbone,
+    PvtConfig,
+    PvtForImageClassification,
+    PvtModel,
+)
 
 SIZES = [(224, 224), (256, 320), (200, 296)]
 

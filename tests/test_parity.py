@@ -4,11 +4,10 @@ against transformers' native PVT with identical weights."""
 import pytest
 import torch
 import transformers
+from reference_pvt import PyramidVisionTransformer
 
 from modeling_pvt import PvtBackbone, PvtConfig, PvtForImageClassification, PvtModel
 from modeling_pvt.modeling_pvt import convert_original_state_dict
-
-from reference_pvt import PyramidVisionTransformer
 
 TOLERANCE = 1e-4
 

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from modeling_pvt import PvtForImageClassification
-
-from conftest import tiny_config
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

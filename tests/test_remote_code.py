@@ -2,17 +2,27 @@
 package cannot be imported, from a local folder and from a repo id served by the Hugging Face cache (offline)."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_config
+from helpers import (
+    REMOTE_CODE_FILES,
+    lay_out_as_hub_cache,
+    read_json,
+    run_without_package,
+)
 from PIL import Image
 from sklearn.datasets import load_sample_image
 
-from modeling_pvt import PvtForImageClassification, PvtForSemanticSegmentation, PvtImageProcessor, PvtV1ImageProcessor
-
-from conftest import tiny_config
-from helpers import lay_out_as_hub_cache, read_json, run_without_package
+from modeling_pvt import (
+    PvtForImageClassification,
+    PvtForSemanticSegmentation,
+    PvtImageProcessor,
+    PvtV1ImageProcessor,
+)
 
 LABELS = {0: "temple", 1: "flower", 2: "sky", 3: "tree", 4: "water"}
 
@@ -34,7 +44,7 @@ def test_folder_contents(saved):
     folder, _ = saved
     names = {path.name for path in folder.iterdir()}
     assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= names
-    assert {"configuration_pvt.py", "modeling_pvt.py", "image_processing_pvt.py"} <= names
+    assert set(REMOTE_CODE_FILES) <= names
     config = read_json(folder / "config.json")
     assert config["model_type"] == "pvt_v1"
     assert config["auto_map"] == {
@@ -48,27 +58,15 @@ def test_folder_contents(saved):
         "AutoImageProcessor": "image_processing_pvt.PvtV1ImageProcessor"
     }
     # Remote code may only import torch, transformers, the standard library and its sibling files.
-    for code_file in ("configuration_pvt.py", "modeling_pvt.py", "image_processing_pvt.py"):
+    for code_file in REMOTE_CODE_FILES:
         imports = [
             line.split()[1]
             for line in (folder / code_file).read_text().splitlines()
             if line.startswith(("import ", "from "))
         ]
         roots = {name.split(".")[0] for name in imports}
-        assert roots <= {
-            "torch",
-            "transformers",
-            "numpy",
-            "PIL",
-            "json",
-            "inspect",
-            "re",
-            "math",
-            "collections",
-            "dataclasses",
-            "",
-            "__future__",
-        }, (code_file, roots)
+        third_party = roots - set(sys.stdlib_module_names) - {"", "__future__"}
+        assert third_party <= {"torch", "transformers", "numpy", "PIL"}, (code_file, third_party)
 
 
 FRESH_PROCESS_CHECKS = """

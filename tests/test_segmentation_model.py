@@ -9,7 +9,11 @@ from conftest import tiny_config
 from PIL import Image
 from transformers import pipeline
 
-from modeling_pvt import PvtForImageClassification, PvtForSemanticSegmentation, PvtImageProcessor
+from modeling_pvt import (
+    PvtForImageClassification,
+    PvtForSemanticSegmentation,
+    PvtImageProcessor,
+)
 
 
 def segmentation_config(**overrides):

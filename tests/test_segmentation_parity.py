@@ -4,22 +4,18 @@ dense code's and mmseg's description (tests/reference_semantic_fpn.py), weights 
 import pytest
 import torch
 from conftest import tiny_config
-from reference_pvt import PyramidVisionTransformer
-from reference_semantic_fpn import DensePyramidVisionTransformer, SemanticFPN, randomise_norms
+from reference_pvt import PyramidVisionTransformer, reference_kwargs
+from reference_semantic_fpn import (
+    DensePyramidVisionTransformer,
+    SemanticFPN,
+    randomise_norms,
+)
 
 from modeling_pvt import PvtBackbone, PvtConfig, PvtForSemanticSegmentation
-from modeling_pvt.modeling_pvt import convert_mmseg_state_dict, convert_original_state_dict
-
-
-def reference_kwargs(config: PvtConfig) -> dict:
-    return dict(
-        img_size=config.image_height_width[0],
-        embed_dims=config.hidden_sizes,
-        num_heads=config.num_attention_heads,
-        mlp_ratios=config.mlp_ratios,
-        depths=config.depths,
-        sr_ratios=config.sr_ratios,
-    )
+from modeling_pvt.modeling_pvt import (
+    convert_mmseg_state_dict,
+    convert_original_state_dict,
+)
 
 
 def reference_and_ours(config: PvtConfig) -> tuple[SemanticFPN, PvtForSemanticSegmentation]:

@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from conftest import tiny_config
 
 from modeling_pvt import PvtForImageClassification
 from modeling_pvt.modeling_pvt import PvtDropPath
-
-from conftest import tiny_config
 
 
 def saved_activation_bytes(model, pixel_values, labels) -> int:
