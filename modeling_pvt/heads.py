@@ -46,7 +46,8 @@ HEAD_MODELS = {
     ),
     "DetrForObjectDetection": ("PvtDetrConfig", "PvtDetrForObjectDetection", "AutoModelForObjectDetection"),
 }
-REMOTE_CODE_FILES = ("configuration_pvt.py", "modeling_pvt.py", "modeling_pvt_heads.py")
+# The PVT model code a head folder needs (modeling_pvt.py and the module it imports) and the head wrappers.
+REMOTE_CODE_FILES = ("configuration_pvt.py", "modeling_pvt.py", "cpu_fast_paths.py", "modeling_pvt_heads.py")
 _POSITION_EMBEDDINGS = "encoder.stages.{}.embeddings.position_embeddings"
 
 

@@ -29,7 +29,8 @@ PAPER_RESULTS = {
     "pvt-medium": {"top1": 81.2, "gflops": 6.7, "params_m": 44.2},
     "pvt-large": {"top1": 81.7, "gflops": 9.8, "params_m": 61.4},
 }
-# The paper's Semantic FPN on ADE20K (Table 3: 150 classes, 512x512; "GFLOPs" are multiply-adds; single-scale mIoU %).
+# The paper's Semantic FPN on ADE20K (its segmentation table: 150 classes, 512x512; "GFLOPs" are multiply-adds;
+# single-scale mIoU %).
 PAPER_SEGMENTATION = {
     "pvt-tiny": {"miou": 35.7, "gflops": 33.2, "params_m": 17.0},
     "pvt-small": {"miou": 39.8, "gflops": 44.5, "params_m": 28.2},

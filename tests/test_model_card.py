@@ -180,7 +180,7 @@ def test_a_local_folder_is_not_hub_metadata_and_its_path_is_not_published(tmp_pa
 
 @pytest.mark.parametrize("variant", list(PRESETS))
 def test_semantic_fpn_size_and_compute_agree_with_the_paper(variant):
-    """The paper's Table 3 (Semantic FPN, 150 classes, 512x512) pins down the whole segmentation architecture."""
+    """The paper's Semantic FPN table (150 classes, 512x512) pins down the whole segmentation architecture."""
     with torch.device("meta"):
         model = PvtForSemanticSegmentation(PvtConfig.from_preset(variant, num_labels=150))
     measured = measure_model(model, 512)

@@ -10,32 +10,48 @@ from pathlib import Path
 import pytest
 from conftest import tiny_config
 from helpers import lay_out_as_hub_cache
+from transformers import UperNetConfig, UperNetForSemanticSegmentation
 
-from modeling_pvt import PvtForImageClassification, PvtImageProcessor
+from modeling_pvt import (
+    PvtConfig,
+    PvtForImageClassification,
+    PvtForSemanticSegmentation,
+    PvtImageProcessor,
+)
+from modeling_pvt.heads import save_head_model
 from modeling_pvt.hub import save_hub_folder
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 BLOCKS = re.findall(r"^```python\n(.*?)^```", README, flags=re.DOTALL | re.MULTILINE)
-# What the blocks name: the default fine-tuning run's model folder and a published repo id.
-RUN_MODEL_FOLDER = "outputs/pvt-tiny-sklearn-digits/model"
-REPO_IDS = sorted(set(re.findall(r'from_pretrained\("([\w-]+/[\w.-]+)"', "\n".join(BLOCKS))))
+# What the blocks name: the default runs' model folders, an ImageNet-size classifier folder and published repo ids.
+CLASSIFIER_RUN_FOLDER = "outputs/pvt-tiny-sklearn-digits/model"
+SEGMENTATION_RUN_FOLDER = "outputs/pvt-tiny-grid-digits/model"
+IMAGENET_FOLDER = "pvt-tiny-224"
+REPO_IDS = sorted(set(re.findall(r'(?:from_pretrained\(|model=)"([\w-]+/[\w.-]+)"', "\n".join(BLOCKS))))
+HEAD_REPO = "org/pvt-tiny-upernet"
 
 
 def test_the_readme_has_python_blocks():
-    assert len(BLOCKS) >= 3 and REPO_IDS == ["org/pvt-small"]
+    assert len(BLOCKS) >= 3 and REPO_IDS == ["org/pvt-small", HEAD_REPO]
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("readme")
-    labels = {"id2label": {i: str(i) for i in range(10)}, "label2id": {str(i): i for i in range(10)}}
-    model = PvtForImageClassification(tiny_config(num_labels=10, image_size=32, **labels)).eval()
-    folder = save_hub_folder(model, PvtImageProcessor(size={"height": 32, "width": 32}), root / RUN_MODEL_FOLDER)
-    env = {}
-    for repo_id in REPO_IDS:
-        env = lay_out_as_hub_cache(folder, root / "hf_home", repo_id)
-    return root, env
+    digits = {"id2label": {i: str(i) for i in range(10)}, "label2id": {str(i): i for i in range(10)}}
+    classifier = PvtForImageClassification(tiny_config(num_labels=10, image_size=32, **digits)).eval()
+    save_hub_folder(classifier, PvtImageProcessor(size={"height": 32, "width": 32}), root / CLASSIFIER_RUN_FOLDER)
+    segmenter = PvtForSemanticSegmentation(tiny_config(num_labels=11, image_size=64)).eval()
+    save_hub_folder(segmenter, PvtImageProcessor.for_segmentation(short_side=64), root / SEGMENTATION_RUN_FOLDER)
+    PvtForImageClassification(PvtConfig.from_preset("pvt-tiny", num_labels=1000)).save_pretrained(root / IMAGENET_FOLDER)
+    head = UperNetForSemanticSegmentation(
+        UperNetConfig(backbone_config=tiny_config(out_indices=[0, 1, 2, 3]), hidden_size=16, num_labels=3)
+    )
+    save_head_model(head, root / "head")
+    hub_home = root / "hf_home"
+    lay_out_as_hub_cache(root / CLASSIFIER_RUN_FOLDER, hub_home, "org/pvt-small")
+    return root, lay_out_as_hub_cache(root / "head", hub_home, HEAD_REPO)
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[f"block{index}" for index in range(len(BLOCKS))])
