@@ -124,8 +124,13 @@ class SemanticSegmentationTask(TrainingTask):
         augmentation = SegmentationAugmentation.from_arguments(data_args)
         eval_scale = tuple(data_args.eval_scale) if data_args.eval_scale else None
         transformed = with_segmentation_transforms(splits, processor, augmentation, eval_scale, data_args.size_divisor)
+        # The thread measurement's batch: without a crop, natural images are taken to be about crop-sized.
         side = GRID_CANVAS if is_grid_digits else (data_args.crop_size or DEFAULT_CROP)
-        resolution = f"{side}x{side}" + ("" if is_grid_digits else f" crops, eval scale {eval_scale or 'as stored'}")
+        if is_grid_digits:
+            resolution = f"{side}x{side}"
+        else:
+            train_size = f"{side}x{side} crops" if data_args.crop_size else "train images as stored"
+            resolution = f"{train_size}, eval scale {eval_scale or 'as stored'}"
 
         def probe_inputs(batch_size: int) -> dict:
             generator = torch.Generator().manual_seed(0)

@@ -1,13 +1,16 @@
-"""Helpers shared by test files: running code in a fresh interpreter that cannot import this package, and laying a
-saved folder into a temporary Hugging Face cache so that a repo id resolves offline exactly as for a user."""
+"""Helpers shared by test files: running code in a fresh interpreter that cannot import this package, laying a
+saved folder into a temporary Hugging Face cache so that a repo id resolves offline exactly as for a user, and
+killing a training run with SIGKILL once it has written a checkpoint."""
 
 import json
 import os
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +71,28 @@ def run_convert(capsys, *args) -> tuple[int, str, str]:
     code = run_cli(runpy.run_path(str(CONVERT_SCRIPT))["main"], [str(arg) for arg in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def complete_checkpoints(output_dir: Path) -> list[int]:
+    """Steps of the checkpoints in `output_dir` that Trainer finished writing (trainer_state.json comes last)."""
+    return sorted(
+        int(path.name.split("-")[1])
+        for path in Path(output_dir).glob("checkpoint-*")
+        if (path / "trainer_state.json").is_file()
+    )
+
+
+def kill_after_checkpoint(command: list[str], output_dir: Path, step: int, env: dict, hang_guard_s: int = 300) -> int:
+    """Starts a training `command` and kills it with SIGKILL as soon as it has a complete checkpoint at `step` or
+    later; returns the newest complete checkpoint's step."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + hang_guard_s
+    while not complete_checkpoints(output_dir) or complete_checkpoints(output_dir)[-1] < step:
+        assert process.poll() is None, "the run ended before it could be killed"
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the run wrote no checkpoint at step {step} or later within {hang_guard_s} s (hung?)")
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return complete_checkpoints(output_dir)[-1]
