@@ -1,6 +1,6 @@
 """Helpers shared by test files: running code in a fresh interpreter that cannot import this package, laying a
 saved folder into a temporary Hugging Face cache so that a repo id resolves offline exactly as for a user, and
-killing a training run with SIGKILL once it has written a checkpoint."""
+killing a training run with SIGKILL once it has written a checkpoint, and a small segmentation folder."""
 
 import json
 import os
@@ -13,7 +13,9 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 # Makes `import modeling_pvt` (the installed package) impossible, so only Hub remote code can be used.
 _BLOCK_PACKAGE = textwrap.dedent(
@@ -61,6 +63,26 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+CLASS_NAMES = ["sky", "road", "car"]
+
+
+def make_mask_folder(root: Path, count: int = 8, size: tuple[int, int] = (40, 36), names=CLASS_NAMES) -> Path:
+    """`root`/images/*.png and masks/*.png (vertical bands of class ids, each class in its own colour plus noise) and
+    an id2label.json."""
+    width, height = size
+    colours = np.array([(40, 90, 200), (90, 90, 90), (200, 30, 30)], dtype=np.float64)
+    for index in range(count):
+        rng = np.random.default_rng(index)
+        columns = np.sort(rng.integers(0, len(names), width))
+        mask = np.repeat(columns[None, :], height, axis=0).astype(np.uint8)
+        image = (colours[mask % len(colours)] + rng.normal(0, 20, (height, width, 3))).clip(0, 255).astype(np.uint8)
+        for kind, picture in (("images", Image.fromarray(image)), ("masks", Image.fromarray(mask, mode="L"))):
+            (root / kind).mkdir(parents=True, exist_ok=True)
+            picture.save(root / kind / f"{index:03d}.png")
+    (root / "id2label.json").write_text(json.dumps(dict(enumerate(names))))
+    return root
+
+
 CONVERT_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "convert_checkpoint.py"
 
 
@@ -71,6 +93,15 @@ def run_convert(capsys, *args) -> tuple[int, str, str]:
     code = run_cli(runpy.run_path(str(CONVERT_SCRIPT))["main"], [str(arg) for arg in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def one_error_line(capsys) -> str:
+    """The `error: …` line a CLI printed last on stderr (after any progress bars), asserting it is the only one and
+    that no traceback came with it."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err), err
+    assert sum(line.startswith("error: ") for line in err) == 1, err
+    return err[-1]
 
 
 def complete_checkpoints(output_dir: Path) -> list[int]:

@@ -15,7 +15,7 @@ import pytest
 import torch
 import transformers
 from conftest import tiny_config, tiny_segmentation_config_file, tiny_segmentation_flags
-from helpers import kill_after_checkpoint, read_json
+from helpers import CLASS_NAMES, kill_after_checkpoint, make_mask_folder, one_error_line, read_json
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -24,25 +24,7 @@ from modeling_pvt.cli import run_cli
 from modeling_pvt.segmentation_training import main
 
 REPO = Path(__file__).resolve().parents[1]
-CLASS_NAMES = ["sky", "road", "car"]
 GRID_CLASSES = ["background"] + [f"digit_{digit}" for digit in range(10)]
-
-
-def make_mask_folder(root: Path, count: int = 8, size: tuple[int, int] = (40, 36), names=CLASS_NAMES) -> Path:
-    """`root`/images/*.png and masks/*.png (vertical bands of class ids, each class in its own colour plus noise) and
-    an id2label.json."""
-    width, height = size
-    colours = np.array([(40, 90, 200), (90, 90, 90), (200, 30, 30)], dtype=np.float64)
-    for index in range(count):
-        rng = np.random.default_rng(index)
-        columns = np.sort(rng.integers(0, len(names), width))
-        mask = np.repeat(columns[None, :], height, axis=0).astype(np.uint8)
-        image = (colours[mask % len(colours)] + rng.normal(0, 20, (height, width, 3))).clip(0, 255).astype(np.uint8)
-        for kind, picture in (("images", Image.fromarray(image)), ("masks", Image.fromarray(mask, mode="L"))):
-            (root / kind).mkdir(parents=True, exist_ok=True)
-            picture.save(root / kind / f"{index:03d}.png")
-    (root / "id2label.json").write_text(json.dumps(dict(enumerate(names))))
-    return root
 
 
 def _strict_json(path: Path) -> dict:
@@ -133,8 +115,7 @@ def test_bad_folder_data_is_one_error_line(tmp_path, capsys, damage, message):
         tiny_segmentation_config_file(tmp_path), tmp_path / "run", "--train_dir", str(train_dir)
     )
     assert run_cli(main, argv) == 1
-    error = capsys.readouterr().err.strip()
-    assert error.startswith("error: ") and "\n" not in error and "Traceback" not in error
+    error = one_error_line(capsys)
     assert re.search(message, error), error
     assert not (tmp_path / "run" / "model").exists()
 
