@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
+from datasets import Dataset, Features
+from datasets import Image as ImageFeature
 from helpers import CLASS_NAMES, make_mask_folder, one_error_line, read_json
 from PIL import Image
 from transformers import PvtConfig as NativePvtConfig
@@ -234,3 +236,36 @@ def test_segmentation_classes_are_matched_by_id_and_unnamed_ones_take_the_other_
         segmentation_label_names(["road", "sky", "car"], named)
     with pytest.raises(DataError, match="the model has 3 classes, the data 4"):
         segmentation_label_names(["class 0", "class 1", "class 2", "class 3"], named)
+
+
+def test_segmentation_on_a_hub_layout_dataset_with_reduced_labels(tmp_path, capsys):
+    """A dataset folder read like a Hub dataset (scene_parse_150's columns: 0 = unlabelled, classes from 1)."""
+    features = Features({"image": ImageFeature(), "annotation": ImageFeature()})
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 2), ("validation", 3)):
+        data = {
+            "image": [Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)) for _ in range(count)],
+            "annotation": [
+                Image.fromarray(rng.integers(0, 4, (40, 48), dtype=np.uint8), mode="L") for _ in range(count)
+            ],
+        }
+        Dataset.from_dict(data, features=features).to_parquet(str(tmp_path / "hub" / "data" / f"{split}.parquet"))
+    (tmp_path / "hub" / "id2label.json").write_text(json.dumps(dict(enumerate(CLASS_NAMES))))
+    model_dir = _save_segmenter(tmp_path / "model")
+    argv = ["--model_name_or_path", str(model_dir), "--dataset_name", str(tmp_path / "hub")]
+    argv += [
+        "--eval_split_name",
+        "validation",
+        "--label_column_name",
+        "annotation",
+        "--output_dir",
+        str(tmp_path / "e"),
+    ]
+
+    assert run_cli(main, argv) == 1  # 4 mask values for 3 classes
+    assert "class ids [3] outside 0..2" in one_error_line(capsys)
+    assert run_cli(main, [*argv, "--do_reduce_labels", "true", "--eval_scale", "96", "48"]) == 0
+    written = read_json(tmp_path / "e" / "eval_results.json")
+    assert written["num_images"] == 3 and written["eval_scale"] == [96, 48]
+    assert set(written["per_class_iou"]) == set(CLASS_NAMES)
+    assert "rescaled to fit 96x48, sides multiples of 32" in capsys.readouterr().out
