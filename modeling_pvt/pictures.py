@@ -35,6 +35,7 @@ _FIRST_COLOURS = [
     (158, 218, 229),
 ]  # fmt: skip
 _OVERLAY_ALPHA = 0.75
+PREDICTION_GRID_IMAGES = 8
 _GREY_LEVEL = 0.7
 
 
@@ -161,7 +162,9 @@ def denormalized(pixel_values, image_mean, image_std) -> np.ndarray:
 
 
 @torch.inference_mode()
-def plot_predictions(model, eval_dataset, image_processor, label_names: list[str], path, count: int = 8) -> Path:
+def plot_predictions(
+    model, eval_dataset, image_processor, label_names: list[str], path, count: int = PREDICTION_GRID_IMAGES
+) -> Path:
     """The first `count` examples of a transformed eval dataset (`pixel_values`, `labels`), predicted one at a time
     at full resolution, as `plot_segmentation_grid`."""
     model.eval()
@@ -178,6 +181,7 @@ def plot_predictions(model, eval_dataset, image_processor, label_names: list[str
 
 __all__ = [
     "CLASSIFICATION_FIGURES",
+    "PREDICTION_GRID_IMAGES",
     "SEGMENTATION_FIGURES",
     "background_ids",
     "denormalized",

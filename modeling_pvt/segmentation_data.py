@@ -470,8 +470,9 @@ class SegmentationDataArguments(DatasetArguments):
         default=32, metadata={"help": "Eval images are resized so that each side is a multiple of this."}
     )
 
-    def load(self) -> SegmentationSplits:
-        """Dispatches to the right source: a Hub dataset, local folders, or (given neither) the grid digits."""
+    def load(self, grid_train_canvases: int = GRID_TRAIN_CANVASES) -> SegmentationSplits:
+        """Dispatches to the right source: a Hub dataset, local folders, or (given neither) the grid digits
+        (`grid_train_canvases=0` when only the held-out canvases are needed: they are the same whatever the count)."""
         if self.dataset_name and (self.train_dir or self.validation_dir):
             raise DataError("Pass either --dataset_name or --train_dir/--validation_dir, not both.")
         if self.dataset_name:
@@ -496,7 +497,7 @@ class SegmentationDataArguments(DatasetArguments):
                 self.id2label_file,
                 verify_images=self.verify_images,
             )
-        return load_grid_digits_splits()
+        return load_grid_digits_splits(train_canvases=grid_train_canvases)
 
 
 __all__ = [

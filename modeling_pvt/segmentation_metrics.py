@@ -11,6 +11,7 @@ with `batch_eval_metrics` nothing is kept between batches (without it Trainer ke
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -29,7 +30,8 @@ def upsampled_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return F.interpolate(logits.float(), size=size, mode="bilinear", align_corners=False)
 
 
-def _metric_key(name: str) -> str:
+def class_metric_key(name: str) -> str:
+    """The metric name of a class: `iou_<this>` (e.g. "digit 0" -> digit_0)."""
     return re.sub(r"\W+", "_", name.strip()).strip("_").lower()
 
 
@@ -67,7 +69,7 @@ class StreamingMeanIoU:
         self.total = np.zeros_like(self.total)
         results = {name: scores[name] for name in ("mean_iou", "mean_accuracy", "overall_accuracy")}
         for name, value in zip(self.label_names, scores["per_category_iou"].tolist()):
-            results[f"iou_{_metric_key(name)}"] = value
+            results[f"iou_{class_metric_key(name)}"] = value
         return results
 
     def __call__(self, eval_prediction, compute_result: bool = True) -> dict | None:
@@ -75,8 +77,13 @@ class StreamingMeanIoU:
         return self.result() if compute_result else None
 
 
+def nan_to_none(metrics: dict) -> dict:
+    """A class absent from both predictions and references has no IoU: None (JSON null), not NaN (invalid JSON)."""
+    return {name: None if isinstance(value, float) and math.isnan(value) else value for name, value in metrics.items()}
+
+
 def _numpy(values) -> np.ndarray:
     return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
 
 
-__all__ = ["MEAN_IOU_METRIC_PATH", "StreamingMeanIoU", "upsampled_logits"]
+__all__ = ["MEAN_IOU_METRIC_PATH", "StreamingMeanIoU", "class_metric_key", "nan_to_none", "upsampled_logits"]

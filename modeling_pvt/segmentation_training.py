@@ -15,7 +15,6 @@ scene_parse_150); the paper's ADE20K recipe is configuration/recipes/ade20k-semf
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from .image_processing_pvt import PvtImageProcessor
 from .modeling_pvt import PvtForSemanticSegmentation
 from .pictures import SEGMENTATION_FIGURES, plot_predictions, plot_training_curves
 from .segmentation_data import GRID_CANVAS, GRID_DIGITS_NAME, IGNORE_INDEX, SegmentationDataArguments
-from .segmentation_metrics import StreamingMeanIoU
+from .segmentation_metrics import StreamingMeanIoU, nan_to_none
 from .segmentation_transforms import SegmentationAugmentation, SegmentationCollator, with_segmentation_transforms
 from .sync_batch_norm import synchronize_batch_norms
 from .training import (
@@ -45,7 +44,6 @@ from .training import main as run_main
 
 # Position embeddings of a model trained from scratch are stored at the crop size (natural images) or the canvas.
 DEFAULT_CROP = 512
-PREDICTION_GRID_IMAGES = 8
 
 
 @dataclass
@@ -98,7 +96,9 @@ def build_segmentation_model(model_args: ModelArguments, label_names: list[str],
             pass  # no preprocessor_config.json: the paper's test transform
     else:
         size = model_args.image_size or (GRID_CANVAS if is_grid_digits else DEFAULT_CROP)
-        model = PvtForSemanticSegmentation(_architecture_config(model_args.config_name, labels, {**overrides, "image_size": size}))
+        model = PvtForSemanticSegmentation(
+            _architecture_config(model_args.config_name, labels, {**overrides, "image_size": size})
+        )
     return model, processor
 
 
@@ -124,8 +124,13 @@ class SemanticSegmentationTask(TrainingTask):
         augmentation = SegmentationAugmentation.from_arguments(data_args)
         eval_scale = tuple(data_args.eval_scale) if data_args.eval_scale else None
         transformed = with_segmentation_transforms(splits, processor, augmentation, eval_scale, data_args.size_divisor)
+        # The thread measurement's batch: without a crop, natural images are taken to be about crop-sized.
         side = GRID_CANVAS if is_grid_digits else (data_args.crop_size or DEFAULT_CROP)
-        resolution = f"{side}x{side}" + ("" if is_grid_digits else f" crops, eval scale {eval_scale or 'as stored'}")
+        if is_grid_digits:
+            resolution = f"{side}x{side}"
+        else:
+            train_size = f"{side}x{side} crops" if data_args.crop_size else "train images as stored"
+            resolution = f"{train_size}, eval scale {eval_scale or 'as stored'}"
 
         def probe_inputs(batch_size: int) -> dict:
             generator = torch.Generator().manual_seed(0)
@@ -139,7 +144,13 @@ class SemanticSegmentationTask(TrainingTask):
     def trainer(self, prepared, data_args, training_args) -> Trainer:
         if training_args.world_size > 1:
             # The original trains the head with SyncBN: statistics of the global batch, not of each process's share.
-            synchronize_batch_norms(prepared.model)
+            converted = synchronize_batch_norms(prepared.model)
+            prepared.facts["synchronized_batch_norms"] = converted
+            print(
+                f"[{self.name}] process {training_args.process_index}: {converted} BatchNorm layers synchronised "
+                f"across {training_args.world_size} processes",
+                flush=True,
+            )
         metric = StreamingMeanIoU(prepared.splits.label_names)
         training_args.batch_eval_metrics = True
         return Trainer(
@@ -155,7 +166,7 @@ class SemanticSegmentationTask(TrainingTask):
 
     def evaluate(self, trainer, prepared):
         # evaluate, not predict: predict keeps every output in memory.
-        return _finite(trainer.evaluate(metric_key_prefix="eval")), None
+        return nan_to_none(trainer.evaluate(metric_key_prefix="eval")), None
 
     def card_results(self, metrics):
         return {
@@ -192,13 +203,7 @@ class SemanticSegmentationTask(TrainingTask):
             prepared.processor,
             prepared.splits.label_names,
             output_dir / "predictions.png",
-            count=PREDICTION_GRID_IMAGES,
         )
-
-
-def _finite(metrics: dict) -> dict:
-    """A class absent from both predictions and references has no IoU: None (JSON null), not NaN (invalid JSON)."""
-    return {name: None if isinstance(value, float) and math.isnan(value) else value for name, value in metrics.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:

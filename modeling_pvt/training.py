@@ -440,7 +440,8 @@ def summary_line(headline: str, seconds: float, model_dir: Path, pipeline_task: 
 @dataclass
 class PreparedRun:
     """What a task hands the shared run: its data (raw splits for names and sizes, transformed for Trainer), the
-    model and processor, and a batch of the training shape for the thread measurement."""
+    model and processor, a batch of the training shape for the thread measurement, and facts about the run the task
+    records in all_results.json (filled in by the task as the run goes)."""
 
     splits: LabeledSplits
     transformed: LabeledSplits
@@ -448,6 +449,7 @@ class PreparedRun:
     processor: PvtImageProcessor
     resolution: str
     probe_inputs: Callable[[int], dict]
+    facts: dict = field(default_factory=dict)
 
 
 class TrainingTask:
@@ -666,9 +668,7 @@ def _print_start(task: TrainingTask, prepared: PreparedRun, model_args, training
     )
 
 
-def run(
-    model_args: ModelArguments, data_args, training_args, task: TrainingTask | None = None
-) -> dict:
+def run(model_args: ModelArguments, data_args, training_args, task: TrainingTask | None = None) -> dict:
     """Trains, evaluates and writes every output; returns all_results."""
     task = task or ImageClassificationTask()
     started = time.time()
@@ -705,7 +705,13 @@ def run(
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
     eval_metrics, evaluation = task.evaluate(trainer, prepared)
 
-    results = {**train_result.metrics, **eval_metrics, "world_size": world_size, "resumed_from": checkpoint}
+    results = {
+        **train_result.metrics,
+        **eval_metrics,
+        "world_size": world_size,
+        "resumed_from": checkpoint,
+        **prepared.facts,
+    }
     if trainer.is_world_process_zero():
         model_dir = save_hub_folder(
             trainer.model,

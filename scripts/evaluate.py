@@ -1,7 +1,13 @@
-"""Evaluate a PVT classifier checkpoint: accuracy, top-5, per-class accuracy, JSON and a confusion-matrix PNG.
+"""Evaluate a PVT checkpoint; the mode follows its config's `architectures`. Classifiers: accuracy, top-5, per-class
+accuracy, eval_results.json and confusion_matrix.png. Segmentation models (PvtForSemanticSegmentation): mean IoU, IoU
+per class and pixel accuracy at full label resolution, eval_results.json and predictions.png.
 
     python scripts/evaluate.py --model_name_or_path outputs/pvt-tiny-sklearn-digits/model
     python scripts/evaluate.py --model_name_or_path my-model --validation_dir data/val --resolution 288
+    python scripts/evaluate.py --model_name_or_path outputs/pvt-tiny-grid-digits/model
+    python scripts/evaluate.py --model_name_or_path my-segmenter --validation_dir data/val  # images/ + masks/
+    python scripts/evaluate.py --model_name_or_path my-ade-model --dataset_name scene_parse_150 \
+        --do_reduce_labels true --eval_scale 2048 512 --batch_size 1
 
 All options: python scripts/evaluate.py --help. Errors are one `error: …` line; --debug shows the traceback.
 """

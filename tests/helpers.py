@@ -1,16 +1,21 @@
-"""Helpers shared by test files: running code in a fresh interpreter that cannot import this package, and laying a
-saved folder into a temporary Hugging Face cache so that a repo id resolves offline exactly as for a user."""
+"""Helpers shared by test files: running code in a fresh interpreter that cannot import this package, laying a
+saved folder into a temporary Hugging Face cache so that a repo id resolves offline exactly as for a user, and
+killing a training run with SIGKILL once it has written a checkpoint, and a small segmentation folder."""
 
 import json
 import os
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 # Makes `import modeling_pvt` (the installed package) impossible, so only Hub remote code can be used.
 _BLOCK_PACKAGE = textwrap.dedent(
@@ -60,6 +65,26 @@ def read_json(path: Path) -> dict:
 
 # The code files a saved folder carries (transformers copies each remote-code module and its relative imports).
 REMOTE_CODE_FILES = ("configuration_pvt.py", "modeling_pvt.py", "cpu_fast_paths.py", "image_processing_pvt.py")
+CLASS_NAMES = ["sky", "road", "car"]
+
+
+def make_mask_folder(root: Path, count: int = 8, size: tuple[int, int] = (40, 36), names=CLASS_NAMES) -> Path:
+    """`root`/images/*.png and masks/*.png (vertical bands of class ids, each class in its own colour plus noise) and
+    an id2label.json."""
+    width, height = size
+    colours = np.array([(40, 90, 200), (90, 90, 90), (200, 30, 30)], dtype=np.float64)
+    for index in range(count):
+        rng = np.random.default_rng(index)
+        columns = np.sort(rng.integers(0, len(names), width))
+        mask = np.repeat(columns[None, :], height, axis=0).astype(np.uint8)
+        image = (colours[mask % len(colours)] + rng.normal(0, 20, (height, width, 3))).clip(0, 255).astype(np.uint8)
+        for kind, picture in (("images", Image.fromarray(image)), ("masks", Image.fromarray(mask, mode="L"))):
+            (root / kind).mkdir(parents=True, exist_ok=True)
+            picture.save(root / kind / f"{index:03d}.png")
+    (root / "id2label.json").write_text(json.dumps(dict(enumerate(names))))
+    return root
+
+
 CONVERT_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "convert_checkpoint.py"
 
 
@@ -70,3 +95,37 @@ def run_convert(capsys, *args) -> tuple[int, str, str]:
     code = run_cli(runpy.run_path(str(CONVERT_SCRIPT))["main"], [str(arg) for arg in args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def one_error_line(capsys) -> str:
+    """The `error: …` line a CLI printed last on stderr (after any progress bars), asserting it is the only one and
+    that no traceback came with it."""
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err), err
+    assert sum(line.startswith("error: ") for line in err) == 1, err
+    return err[-1]
+
+
+def complete_checkpoints(output_dir: Path) -> list[int]:
+    """Steps of the checkpoints in `output_dir` that Trainer finished writing (trainer_state.json comes last)."""
+    return sorted(
+        int(path.name.split("-")[1])
+        for path in Path(output_dir).glob("checkpoint-*")
+        if (path / "trainer_state.json").is_file()
+    )
+
+
+def kill_after_checkpoint(command: list[str], output_dir: Path, step: int, env: dict, hang_guard_s: int = 300) -> int:
+    """Starts a training `command` and kills it with SIGKILL as soon as it has a complete checkpoint at `step` or
+    later; returns the newest complete checkpoint's step."""
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + hang_guard_s
+    while not complete_checkpoints(output_dir) or complete_checkpoints(output_dir)[-1] < step:
+        assert process.poll() is None, "the run ended before it could be killed"
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the run wrote no checkpoint at step {step} or later within {hang_guard_s} s (hung?)")
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return complete_checkpoints(output_dir)[-1]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import transformers
+from helpers import one_error_line
 
 from modeling_pvt import __main__ as demo
 from modeling_pvt import benchmarking, evaluation, export, training
@@ -22,12 +23,6 @@ def _vit_folder(path: Path) -> Path:
     config = transformers.ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)
     config.save_pretrained(path)
     return path
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err), err
-    return err[-1]
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +50,7 @@ def test_finetune_mistakes_are_one_line(tmp_path, capsys, argv, expected):
     (tmp_path / "outputs").mkdir()
     (tmp_path / "weights.pth").write_bytes(b"")
     assert run_cli(training.main, argv) == 1
-    assert expected in _one_error_line(capsys)
+    assert expected in one_error_line(capsys)
 
 
 def test_too_few_images_per_class_is_explained(tmp_path, capsys):
@@ -65,7 +60,7 @@ def test_too_few_images_per_class_is_explained(tmp_path, capsys):
         (tmp_path / "data" / name).mkdir(parents=True)
         Image.new("RGB", (8, 8)).save(tmp_path / "data" / name / "0.png")
     assert run_cli(training.main, ["--train_dir", str(tmp_path / "data")]) == 1
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert "Cannot hold out a stratified 20%" in line and "at least 2 images" in line and "--validation_dir" in line
 
 
@@ -81,15 +76,15 @@ def test_other_clis_report_mistakes_in_one_line(tmp_path, capsys):
     ]
     for main, argv, expected in cases:
         assert run_cli(main, argv) == 1, argv
-        assert expected in _one_error_line(capsys), argv
+        assert expected in one_error_line(capsys), argv
 
 
 def test_usage_errors_are_one_line_with_exit_code_2(capsys):
     assert run_cli(benchmarking.main, ["--presets", "pvt-huge"]) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line(capsys)
     assert "invalid choice: 'pvt-huge'" in line and "--help" in line
     assert run_cli(push_main, []) == 2
-    assert "the following arguments are required: folder, repo_id" in _one_error_line(capsys)
+    assert "the following arguments are required: folder, repo_id" in one_error_line(capsys)
 
 
 def test_ctrl_c_is_one_line_with_the_hint(capsys):
@@ -97,7 +92,7 @@ def test_ctrl_c_is_one_line_with_the_hint(capsys):
         raise KeyboardInterrupt
 
     assert run_cli(interrupted, [], interrupted_hint="Resume with --resume_from_checkpoint last.") == 130
-    assert _one_error_line(capsys) == "error: interrupted (Ctrl-C). Resume with --resume_from_checkpoint last."
+    assert one_error_line(capsys) == "error: interrupted (Ctrl-C). Resume with --resume_from_checkpoint last."
 
 
 def test_debug_flag_and_environment_variable_show_the_traceback(monkeypatch):

@@ -1,14 +1,19 @@
 """`accelerate launch` with the CPU two-process config really trains with two processes (accelerate can silently
-start only one), writes one checkpoint, and reports an unscaled loss."""
+start only one), writes one checkpoint, and reports an unscaled loss; segmentation runs synchronise BatchNorm across
+the processes."""
 
 import math
 import os
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
-from conftest import tiny_config
-from helpers import read_json
+import torch
+from conftest import tiny_config, tiny_segmentation_config_file, tiny_segmentation_flags
+from helpers import make_mask_folder, read_json
+
+from modeling_pvt import PvtConfig, PvtForSemanticSegmentation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -17,6 +22,12 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _launch_environment() -> dict:
+    # `accelerate` lives in the venv's bin, which a test runner started by its full path does not put on PATH.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
 
 
 def test_two_cpu_processes_train_one_model(tmp_path):
@@ -49,9 +60,8 @@ def test_two_cpu_processes_train_one_model(tmp_path):
         "--disable_tqdm",
         "true",
     ]
-    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     completed = subprocess.run(
-        command, check=False, env=environment, capture_output=True, text=True, timeout=600, cwd=tmp_path
+        command, check=False, env=_launch_environment(), capture_output=True, text=True, timeout=600, cwd=tmp_path
     )
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
 
@@ -66,6 +76,33 @@ def test_two_cpu_processes_train_one_model(tmp_path):
     state = read_json(output_dir / "checkpoint-4" / "trainer_state.json")
     first_loss = next(entry["loss"] for entry in state["log_history"] if "loss" in entry)
     assert abs(first_loss - math.log(10)) < 0.25 * math.log(10)
+
+
+def test_two_process_segmentation_synchronises_batch_norm(tmp_path):
+    config_file = tiny_segmentation_config_file(tmp_path)
+    batch_norms = sum(
+        isinstance(module, torch.nn.BatchNorm2d)
+        for module in PvtForSemanticSegmentation(PvtConfig.from_json_file(config_file)).modules()
+    )
+    output_dir = tmp_path / "ddp"
+    train_dir = make_mask_folder(tmp_path / "train", count=16)
+    command = [
+        *("accelerate", "launch", "--config_file", str(REPO / "configuration/accelerate/cpu-2proc.yaml")),
+        *("--main_process_port", str(_free_port()), str(REPO / "scripts/finetune_segmentation.py")),
+        *tiny_segmentation_flags(config_file, output_dir, "--train_dir", str(train_dir), "--max_steps", "2"),
+    ]
+    completed = subprocess.run(
+        command, check=False, env=_launch_environment(), capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-4000:]
+
+    for rank in (0, 1):
+        assert f"[finetune-segmentation] process {rank} of 2" in completed.stdout
+        synchronised = f"process {rank}: {batch_norms} BatchNorm layers synchronised across 2 processes"
+        assert synchronised in completed.stdout
+    results = read_json(output_dir / "all_results.json")
+    assert results["world_size"] == 2 and results["synchronized_batch_norms"] == batch_norms > 0
+    assert 0 <= results["eval_mean_iou"] <= 1 and (output_dir / "model" / "model.safetensors").is_file()
 
 
 def test_every_accelerate_config_is_read_by_accelerate():

@@ -1,22 +1,30 @@
 """scripts/evaluate.py / modeling_pvt.evaluation: metrics, per-class accuracy, JSON + PNG outputs, --resolution,
-label matching, native-transformers checkpoints and clear errors."""
+label matching, native-transformers checkpoints and clear errors; the segmentation mode (a trained folder scored as
+its run scored it, mask folders, absent classes, label mismatches)."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
-from helpers import read_json
+from datasets import Dataset, Features
+from datasets import Image as ImageFeature
+from helpers import CLASS_NAMES, make_mask_folder, one_error_line, read_json
 from PIL import Image
 from transformers import PvtConfig as NativePvtConfig
 from transformers import PvtForImageClassification as NativePvtForImageClassification
 
-from modeling_pvt import PvtForImageClassification, PvtImageProcessor
+from modeling_pvt import PvtForImageClassification, PvtForSemanticSegmentation, PvtImageProcessor
+from modeling_pvt.cli import run_cli
 from modeling_pvt.data import DataError
 from modeling_pvt.evaluation import dataset_to_model_ids, default_output_dir, main
+from modeling_pvt.segmentation_evaluation import segmentation_label_names
+from modeling_pvt.segmentation_metrics import class_metric_key
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITS = [str(d) for d in range(10)]
@@ -143,5 +151,121 @@ def test_default_output_folder_is_named_after_the_model():
 def test_help_names_only_options_the_script_has(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
-    help_text = capsys.readouterr().out
+    help_text = " ".join(capsys.readouterr().out.split())
     assert "--max_steps" not in help_text and "--debug" in help_text
+    assert "Classifiers (ours or transformers' native PVT): accuracy" in help_text
+    assert "Segmentation models (PvtForSemanticSegmentation): mean IoU" in help_text
+    assert "segmentation checkpoints (PvtForSemanticSegmentation) only: --do_reduce_labels" in help_text
+    assert "--eval_scale" in help_text and "--train_scale" not in help_text
+
+
+# ---------------------------------------------------------------------------------------------------- segmentation
+
+
+def test_segmentation_folder_is_scored_as_its_training_run_scored_it(tiny_segmentation_run, tmp_path, capsys):
+    run_dir, run_results, _ = tiny_segmentation_run
+    output_dir = tmp_path / "eval"
+    argv = ["--model_name_or_path", str(run_dir / "model"), "--output_dir", str(output_dir)]
+    assert run_cli(main, [*argv, "--max_eval_samples", "16"]) == 0  # the run's held-out images
+
+    written = json.loads((output_dir / "eval_results.json").read_text(), parse_constant=pytest.fail)
+    assert written["dataset"] == "grid-digits" and written["num_images"] == 16
+    assert written["mean_iou"] == pytest.approx(run_results["eval_mean_iou"], abs=1e-6)
+    assert written["overall_accuracy"] == pytest.approx(run_results["eval_overall_accuracy"], abs=1e-6)
+    for name, value in written["per_class_iou"].items():
+        assert value == pytest.approx(run_results[f"eval_iou_{class_metric_key(name)}"], abs=1e-6), name
+    with Image.open(output_dir / "predictions.png") as image:
+        assert image.format == "PNG"
+    report = capsys.readouterr().out
+    assert f"mean IoU {written['mean_iou']:.3f}, pixel accuracy {written['overall_accuracy']:.2%}" in report
+    assert "digit 7" in report and f"{output_dir}/eval_results.json and predictions.png" in report
+
+    assert run_cli(main, [*argv, "--resolution", "64"]) == 1
+    assert "--resolution is for classifiers" in one_error_line(capsys)
+
+
+def _save_segmenter(folder: Path, label_names=CLASS_NAMES, never_predicted: int | None = None) -> Path:
+    labels = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    config = tiny_config(
+        num_labels=len(label_names), image_size=64, fpn_hidden_size=16, decoder_hidden_size=16, **labels
+    )
+    model = PvtForSemanticSegmentation(config)
+    if never_predicted is not None:
+        with torch.no_grad():
+            model.decode_head.classifier.bias[never_predicted] = -1e4
+    model.save_pretrained(folder)
+    PvtImageProcessor.for_segmentation(short_side=64).save_pretrained(folder)
+    return folder
+
+
+def test_segmentation_on_a_mask_folder_reports_absent_classes_as_null(tmp_path, capsys):
+    model_dir = _save_segmenter(tmp_path / "model", never_predicted=2)
+    validation_dir = make_mask_folder(tmp_path / "validation", count=3)
+    for path in (validation_dir / "masks").iterdir():  # no car in the masks either
+        Image.fromarray(np.minimum(np.asarray(Image.open(path)), 1).astype(np.uint8), mode="L").save(path)
+    output_dir = tmp_path / "eval"
+    argv = ["--model_name_or_path", str(model_dir), "--validation_dir", str(validation_dir), "--batch_size", "2"]
+    assert run_cli(main, [*argv, "--output_dir", str(output_dir)]) == 0
+
+    written = json.loads((output_dir / "eval_results.json").read_text(), parse_constant=pytest.fail)
+    assert written["num_images"] == 3 and written["dataset"] == str(validation_dir)
+    assert written["per_class_iou"]["car"] is None and written["per_class_iou"]["sky"] is not None
+    report = capsys.readouterr().out
+    assert "    car   -" in report and "neither the masks nor the predictions" in report
+
+
+def test_segmentation_label_mismatch_and_unknown_folders_are_one_error_line(tmp_path, capsys):
+    model_dir = _save_segmenter(tmp_path / "model")
+    assert run_cli(main, ["--model_name_or_path", str(model_dir), "--output_dir", str(tmp_path / "e")]) == 1
+    error = one_error_line(capsys)  # the default data is the grid digits: 11 classes
+    assert "the model has 3 classes, the data 11 (model: sky, road, car; data: background, digit 0" in error
+
+    assert run_cli(main, ["--model_name_or_path", str(tmp_path / "nowhere")]) == 1
+    assert "nowhere does not exist" in one_error_line(capsys)
+    classifier = _save_classifier(tmp_path / "classifier")
+    assert run_cli(main, ["--model_name_or_path", str(classifier), "--do_reduce_labels", "true"]) == 1
+    assert "is a classifier (PvtForImageClassification); --do_reduce_labels apply to" in one_error_line(capsys)
+
+
+def test_segmentation_classes_are_matched_by_id_and_unnamed_ones_take_the_other_names():
+    named = tiny_config(num_labels=3, id2label=dict(enumerate(CLASS_NAMES)))
+    assert segmentation_label_names(CLASS_NAMES, named) == CLASS_NAMES
+    assert segmentation_label_names(["class 0", "class 1"], named) == CLASS_NAMES  # a folder without id2label.json
+    assert segmentation_label_names(CLASS_NAMES, tiny_config(num_labels=3)) == CLASS_NAMES  # LABEL_0, ...
+    with pytest.raises(DataError, match="class 0 is 'sky' for the model but 'road' in the data"):
+        segmentation_label_names(["road", "sky", "car"], named)
+    with pytest.raises(DataError, match="the model has 3 classes, the data 4"):
+        segmentation_label_names(["class 0", "class 1", "class 2", "class 3"], named)
+
+
+def test_segmentation_on_a_hub_layout_dataset_with_reduced_labels(tmp_path, capsys):
+    """A dataset folder read like a Hub dataset (scene_parse_150's columns: 0 = unlabelled, classes from 1)."""
+    features = Features({"image": ImageFeature(), "annotation": ImageFeature()})
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 2), ("validation", 3)):
+        data = {
+            "image": [Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)) for _ in range(count)],
+            "annotation": [
+                Image.fromarray(rng.integers(0, 4, (40, 48), dtype=np.uint8), mode="L") for _ in range(count)
+            ],
+        }
+        Dataset.from_dict(data, features=features).to_parquet(str(tmp_path / "hub" / "data" / f"{split}.parquet"))
+    (tmp_path / "hub" / "id2label.json").write_text(json.dumps(dict(enumerate(CLASS_NAMES))))
+    model_dir = _save_segmenter(tmp_path / "model")
+    argv = ["--model_name_or_path", str(model_dir), "--dataset_name", str(tmp_path / "hub")]
+    argv += [
+        "--eval_split_name",
+        "validation",
+        "--label_column_name",
+        "annotation",
+        "--output_dir",
+        str(tmp_path / "e"),
+    ]
+
+    assert run_cli(main, argv) == 1  # 4 mask values for 3 classes
+    assert "class ids [3] outside 0..2" in one_error_line(capsys)
+    assert run_cli(main, [*argv, "--do_reduce_labels", "true", "--eval_scale", "96", "48"]) == 0
+    written = read_json(tmp_path / "e" / "eval_results.json")
+    assert written["num_images"] == 3 and written["eval_scale"] == [96, 48]
+    assert set(written["per_class_iou"]) == set(CLASS_NAMES)
+    assert "rescaled to fit 96x48, sides multiples of 32" in capsys.readouterr().out

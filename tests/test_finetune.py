@@ -4,10 +4,8 @@ a saved checkpoint on an image folder, and resuming after SIGKILL."""
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx2
@@ -18,7 +16,7 @@ import transformers
 from conftest import tiny_config
 from datasets import ClassLabel, Dataset, Features
 from datasets import Image as ImageFeature
-from helpers import read_json
+from helpers import kill_after_checkpoint, read_json
 from huggingface_hub.errors import HfHubHTTPError
 from PIL import Image
 
@@ -295,14 +293,6 @@ def _finetune_command(config_file: str, output_dir: Path, *extra: str) -> list[s
     ]
 
 
-def _complete_checkpoints(output_dir: Path) -> list[int]:
-    return sorted(
-        int(path.name.split("-")[1])
-        for path in output_dir.glob("checkpoint-*")
-        if (path / "trainer_state.json").is_file()
-    )
-
-
 def test_run_killed_with_sigkill_resumes_to_the_same_metrics(tiny_config_file, tmp_path):
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
     reference_dir, killed_dir = tmp_path / "uninterrupted", tmp_path / "killed"
@@ -315,22 +305,7 @@ def test_run_killed_with_sigkill_resumes_to_the_same_metrics(tiny_config_file, t
     )
     reference = read_json(reference_dir / "all_results.json")
 
-    process = subprocess.Popen(
-        _finetune_command(tiny_config_file, killed_dir),
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    hang_guard = time.monotonic() + 300
-    while not _complete_checkpoints(killed_dir) or _complete_checkpoints(killed_dir)[-1] < 8:
-        assert process.poll() is None, "the run ended before it could be killed"
-        if time.monotonic() > hang_guard:
-            process.kill()
-            pytest.fail("the run wrote no checkpoint past step 8 within 5 minutes (hung?)")
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    killed_at = _complete_checkpoints(killed_dir)[-1]
+    killed_at = kill_after_checkpoint(_finetune_command(tiny_config_file, killed_dir), killed_dir, 8, environment)
     assert killed_at < 24 and not (killed_dir / "model").exists()  # really interrupted mid-training
 
     resumed = subprocess.run(
