@@ -26,7 +26,7 @@ from .image_processing_pvt import PvtImageProcessor
 from .modeling_pvt import PvtForSemanticSegmentation
 from .pictures import SEGMENTATION_FIGURES, plot_predictions, plot_training_curves
 from .segmentation_data import GRID_CANVAS, GRID_DIGITS_NAME, IGNORE_INDEX, SegmentationDataArguments
-from .segmentation_metrics import StreamingMeanIoU, nan_to_none
+from .segmentation_metrics import StreamingMeanIoU, class_metric_key, nan_to_none
 from .segmentation_transforms import SegmentationAugmentation, SegmentationCollator, with_segmentation_transforms
 from .sync_batch_norm import synchronize_batch_norms
 from .training import (
@@ -184,15 +184,13 @@ class SemanticSegmentationTask(TrainingTask):
         }
         return {name: value for name, value in values.items() if value is not None}
 
-    def headline(self, metrics):
-        per_class = {
-            name.removeprefix("eval_iou_"): value for name, value in metrics.items() if name.startswith("eval_iou_")
-        }
-        worst = min((value, name) for name, value in per_class.items() if value is not None)[1] if per_class else None
-        worst_note = f", lowest class IoU {per_class[worst]:.3f} ({worst})" if worst else ""
+    def headline(self, metrics, prepared):
+        per_class = {name: metrics.get(f"eval_iou_{class_metric_key(name)}") for name in prepared.splits.label_names}
+        measured = [(value, name) for name, value in per_class.items() if value is not None]
+        worst = f", lowest class IoU {min(measured)[0]:.3f} ({min(measured)[1]})" if measured else ""
         return (
             f"held-out mean IoU {metrics['eval_mean_iou']:.3f}, pixel accuracy {metrics['eval_overall_accuracy']:.2%}"
-            f"{worst_note}"
+            f"{worst}"
         )
 
     def write_pictures(self, trainer, prepared, evaluation, output_dir):

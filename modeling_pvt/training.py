@@ -481,7 +481,7 @@ class TrainingTask:
     def card_hyperparameters(self, data_args) -> dict:
         return {}
 
-    def headline(self, metrics: dict) -> str:
+    def headline(self, metrics: dict, prepared: PreparedRun) -> str:
         raise NotImplementedError
 
     def write_pictures(self, trainer: Trainer, prepared: PreparedRun, evaluation, output_dir: Path) -> None:
@@ -534,7 +534,7 @@ class ImageClassificationTask(TrainingTask):
     def card_hyperparameters(self, data_args):
         return {name: getattr(data_args, name) for name in ("mixup_alpha", "cutmix_alpha", "rand_augment_ops")}
 
-    def headline(self, metrics):
+    def headline(self, metrics, prepared):
         top5 = f", top-5 {metrics['eval_top5_accuracy']:.2%}" if "eval_top5_accuracy" in metrics else ""
         return f"eval accuracy {metrics['eval_accuracy']:.2%}{top5}"
 
@@ -730,7 +730,7 @@ def run(model_args: ModelArguments, data_args, training_args, task: TrainingTask
             push_note, results["push_error"] = _push(model_dir, training_args)
         (output_dir / "all_results.json").write_text(json.dumps(results, indent=2, default=str))
         task.write_pictures(trainer, prepared, evaluation, output_dir)
-        headline = task.headline(eval_metrics)
+        headline = task.headline(eval_metrics, prepared)
         print(summary_line(headline, time.time() - started, model_dir, task.pipeline_task, push_note), flush=True)
     return results
 
