@@ -25,12 +25,17 @@ import torch.nn.functional as F
 import transformers
 from torch.profiler import ProfilerActivity, profile
 
-from . import modeling_pvt
 from .cli import DEBUG_HELP
 from .configuration_pvt import PRESETS, PvtConfig
 from .cpu_fast_paths import OVERRIDE_VARIABLE, describe_cpu_fast_paths, detect_cpu_capabilities
 from .model_card import measure_model
-from .modeling_pvt import PvtBackbone, PvtForImageClassification, convert_native_config, convert_native_state_dict
+from .modeling_pvt import (
+    PvtBackbone,
+    PvtForImageClassification,
+    PvtForSemanticSegmentation,
+    convert_native_config,
+    convert_native_state_dict,
+)
 
 # Table 1 / Table 2 of the paper: parameters (millions) and GFLOPs (multiply-accumulates) at 224x224.
 PAPER_PARAMS_M = {"pvt-tiny": 13.2, "pvt-small": 24.5, "pvt-medium": 44.2, "pvt-large": 61.4}
@@ -40,7 +45,7 @@ MODES = (
     "native", "eager", "sdpa", "bf16", "compile", "compile-bf16", "checkpointed", "aten-linear", "onednn-linear",
     "int8", "int8-onnx",
 )  # fmt: skip
-# backbone: the encoder's feature maps (dense sizes); segmentation: backbone + Semantic FPN (see `segmentation_class`).
+# backbone: the encoder's feature maps (dense sizes); segmentation: backbone + Semantic FPN.
 TASKS = ("inference", "training", "backbone", "segmentation", "segmentation-training")
 TRAINING_TASKS = ("training", "segmentation-training")
 DENSE_TASKS = ("backbone", "segmentation", "segmentation-training")
@@ -153,37 +158,29 @@ def our_classifier(config: PvtConfig, state_dict: dict, attn_implementation: str
     return model
 
 
+def _encoder_weights(state_dict: dict, model) -> dict:
+    """The classifier's encoder weights that `model` has (dense models have no CLS token)."""
+    own = model.state_dict()
+    return {key[len("pvt.") :]: value for key, value in state_dict.items() if key[len("pvt.") :] in own}
+
+
 def our_backbone(config: PvtConfig, state_dict: dict, attn_implementation: str) -> PvtBackbone:
     model = PvtBackbone._from_config(copy.deepcopy(config), attn_implementation=attn_implementation)
-    model.load_state_dict(
-        {key[len("pvt.") :]: value for key, value in state_dict.items() if key.startswith("pvt.encoder.")}
-    )
+    model.load_state_dict(_encoder_weights(state_dict, model))
     return model
 
 
-# ------------------------------------------------------------------------------------------- segmentation hook
-# PvtForSemanticSegmentation (backbone + Semantic FPN; forward(pixel_values, labels=None) -> logits (B, L, H/4, W/4)
-# and a loss) is being added to modeling_pvt.py. Until it is there, the segmentation tasks time the backbone alone
-# and say so in their results ("model": "backbone only"); nothing else here needs to change when it arrives.
-def segmentation_class():
-    return getattr(modeling_pvt, "PvtForSemanticSegmentation", None)
-
-
-def our_segmenter(config: PvtConfig, state_dict: dict, attn_implementation: str, seed: int):
-    segmenter = segmentation_class()
-    if segmenter is None:
-        return our_backbone(config, state_dict, attn_implementation)
-    # Seeded: every variant of one setting gets the same (random) head, so their outputs can be compared.
+def our_segmenter(
+    config: PvtConfig, state_dict: dict, attn_implementation: str, seed: int
+) -> PvtForSemanticSegmentation:
+    """The paper's Semantic FPN on the benchmark's backbone weights; the neck and head are random (seeded, so every
+    variant of one setting gets the same ones and their outputs can be compared)."""
     torch.manual_seed(seed)
     config = copy.deepcopy(config)
     config.num_labels = SEGMENTATION_LABELS
-    return segmenter._from_config(config, attn_implementation=attn_implementation)
-
-
-def dense_model_name(task: str) -> str:
-    if task == "backbone" or segmentation_class() is None:
-        return "PvtBackbone (backbone only)" if task != "backbone" else "PvtBackbone"
-    return "PvtForSemanticSegmentation"
+    model = PvtForSemanticSegmentation._from_config(config, attn_implementation=attn_implementation)
+    model.load_state_dict(_encoder_weights(state_dict, model), strict=False)
+    return model
 
 
 # ------------------------------------------------------------------------------------------------- background load
@@ -319,12 +316,12 @@ def inference_function(mode: str, model, device: str) -> Callable[[torch.Tensor]
 def _training_loss(task: str, model, pixel_values, labels) -> torch.Tensor:
     if task == "training":
         return F.cross_entropy(model(pixel_values).logits.float(), labels)
-    if isinstance(model, PvtBackbone) or not hasattr(model, "config") or model.config.model_type != "pvt":
-        # The backbone alone (no segmentation model yet, or native's PvtModel): a loss touching every feature map.
-        output = model(pixel_values)
-        maps = output.feature_maps if hasattr(output, "feature_maps") else (output.last_hidden_state,)
-        return sum(feature_map.float().mean() for feature_map in maps)
-    return model(pixel_values, labels=labels).loss
+    if isinstance(model, PvtForSemanticSegmentation):
+        return model(pixel_values, labels=labels).loss
+    # A backbone alone (ours, or native's PvtModel): a loss touching every feature map.
+    output = model(pixel_values)
+    maps = output.feature_maps if hasattr(output, "feature_maps") else (output.last_hidden_state,)
+    return sum(feature_map.float().mean() for feature_map in maps)
 
 
 def build_runner(
@@ -363,8 +360,13 @@ def build_runner(
             return loss
 
         def training_outputs():
-            with _autocast(device, bf16), _linear_backend_of(mode):
-                return _first_output(forward(pixel_values)).float()
+            # In eval mode: dropout and BatchNorm's batch statistics would make every variant's output differ.
+            model.eval()
+            try:
+                with torch.no_grad(), _autocast(device, bf16), _linear_backend_of(mode):
+                    return _first_output(forward(pixel_values)).float()
+            finally:
+                model.train()
 
         runner = Runner(train_step, training_outputs if comparable else lambda: None)
     else:
@@ -428,7 +430,7 @@ def time_interleaved(runners: dict[str, Runner], repeats: int, warmup: int, devi
 def forward_gflops(task: str, config: PvtConfig, height: int, width: int) -> float:
     """FLOPs (2 per multiply-add) of one image's forward pass at height x width, counted on a weightless copy."""
     with torch.device("meta"):
-        if task in ("segmentation", "segmentation-training") and segmentation_class() is not None:
+        if task in ("segmentation", "segmentation-training"):
             model = our_segmenter(config, {}, "eager", 0)
         else:
             model = (PvtBackbone if task in DENSE_TASKS else PvtForImageClassification)(copy.deepcopy(config))
@@ -575,7 +577,7 @@ def environment(settings: BenchmarkSettings) -> dict:
         "default_attention": _default_attention(),
         "attention_of_other_modes": settings.attention or _default_attention(),
         "background_load_processes": settings.background_load,
-        "segmentation_model": dense_model_name("segmentation"),
+        "segmentation_model": "PvtForSemanticSegmentation",
         "gpu": torch.cuda.get_device_name() if device == "cuda" else "none available in this run",
     }
     if settings.measure_gemm_peak and device == "cpu":
