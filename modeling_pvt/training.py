@@ -646,7 +646,7 @@ def _cpu_lines() -> dict:
     """The CPU and the fast paths chosen on it (bf16 only where native, the faster linear backend): two summary
     lines, so that a run's speed can be read against the machine it ran on."""
     cpu, fast_paths = describe_cpu_fast_paths().split("\n")
-    return {"cpu": cpu.removeprefix("CPU: "), "fast paths": fast_paths.removeprefix("fast paths: ")}
+    return {"cpu": cpu.removeprefix("CPU: "), "kernels": fast_paths.removeprefix("fast paths: ")}
 
 
 def _print_start(task: TrainingTask, prepared: PreparedRun, model_args, training_args, extra: dict) -> None:

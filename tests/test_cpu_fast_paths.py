@@ -95,9 +95,12 @@ def test_measurement_times_both_backends():
     assert set(seconds) == {ONEDNN, ATEN} and all(0 < value < 60 for value in seconds.values())
 
 
-def test_description_names_the_cpu_and_the_choice(monkeypatch):
+def test_description_names_the_cpu_and_the_choice(monkeypatch, request):
     monkeypatch.setattr(cpu_fast_paths, "detect_cpu_capabilities", lambda: capabilities(flags=("avx512_vnni",)))
     monkeypatch.setenv(cpu_fast_paths.OVERRIDE_VARIABLE, ATEN)
+    # Choices cached earlier in this process were made for the real CPU, and this one must not outlive the test.
+    cpu_fast_paths._fast_paths.cache_clear()
+    request.addfinalizer(cpu_fast_paths._fast_paths.cache_clear)
     text = cpu_fast_paths.describe_cpu_fast_paths()
     assert len(text.splitlines()) == 2 and "test CPU" in text and "avx512_vnni" in text
     assert "training=aten [override]" in text and "bf16 not native" in text and "int8" in text
