@@ -19,6 +19,8 @@ from huggingface_hub import EvalResult, ModelCardData
 from torch.utils.flop_counter import FlopCounterMode
 
 from .configuration_pvt import PRESETS
+from .data import DIGITS_NAME
+from .segmentation_data import GRID_DIGITS_NAME
 
 PAPER_URL = "https://arxiv.org/abs/2102.12122"
 ORIGINAL_CODE_URL = "https://github.com/whai362/PVT"
@@ -38,6 +40,7 @@ PAPER_SEGMENTATION = {
     "pvt-large": {"miou": 42.1, "gflops": 79.6, "params_m": 65.1},
 }
 IMAGENET_NUM_LABELS = 1000
+EMBEDDED_DATASETS = (DIGITS_NAME, GRID_DIGITS_NAME)
 ADE20K_NUM_LABELS = 150
 MEASURED_RESOLUTION = 224
 SEGMENTATION_RESOLUTION = 512
@@ -304,6 +307,8 @@ def _metadata(model, variant, eval_results, dataset_name, base_model, model_name
     if dataset_name and _is_local_path(dataset_name):
         # `datasets:` links Hub datasets; a local folder has no page there, and its path means nothing elsewhere.
         datasets, dataset_name = None, _shown_dataset_name(dataset_name)
+    elif dataset_name in EMBEDDED_DATASETS:
+        datasets = None  # built from scikit-learn's bundled digits by this package: no Hub page either
     else:
         paper_data = {IMAGENET_NUM_LABELS: ["imagenet-1k"], ADE20K_NUM_LABELS: ["scene_parse_150"]}
         datasets = [dataset_name] if dataset_name else paper_data.get(num_labels) if variant else None

@@ -56,13 +56,14 @@ class SegmentationRunDataArguments(SegmentationDataArguments, RunDataArguments):
 class SegmentationTrainingArguments(PvtTrainingArguments):
     learning_rate: float = _default("learning_rate", 1e-3)
     weight_decay: float = _default("weight_decay", 0.01)
-    num_train_epochs: float = _default("num_train_epochs", 2.5)
+    num_train_epochs: float = _default("num_train_epochs", 2)
     per_device_train_batch_size: int = _default("per_device_train_batch_size", 16)
     per_device_eval_batch_size: int = _default("per_device_eval_batch_size", 16)
     eval_strategy: str = _default("eval_strategy", "steps")
-    eval_steps: float = _default("eval_steps", 0.2)
+    eval_steps: float = _default("eval_steps", 0.25)
     save_strategy: str = _default("save_strategy", "steps")
-    save_steps: float = _default("save_steps", 0.2)
+    # Two checkpoints in a five-minute run: each holds 200 MB of weights and AdamW state, and writing them costs time.
+    save_steps: float = _default("save_steps", 0.5)
     logging_steps: float = _default("logging_steps", 20)
     # Per-batch metric updates: Trainer then keeps pixel counts, never a dataset's worth of prediction maps.
     batch_eval_metrics: bool = _default("batch_eval_metrics", True)

@@ -210,4 +210,5 @@ def test_segmentation_cards_cite_ade20k_only_for_the_paper_model_and_report_meas
     card = ModelCard(text)
     assert {r.metric_type: r.metric_value for r in card.data.eval_results} == {"mean_iou": 0.8123, "overall_accuracy": 0.97}
     assert all(r.task_type == "image-segmentation" for r in card.data.eval_results)
+    assert card.data.to_dict().get("datasets") is None  # built by this package, not a Hub dataset
     assert "| mean_iou | 0.8123 |" in text and "reported by the paper" not in text and "39.8" not in text
