@@ -129,3 +129,26 @@ def kill_after_checkpoint(command: list[str], output_dir: Path, step: int, env: 
     process.send_signal(signal.SIGKILL)
     process.wait()
     return complete_checkpoints(output_dir)[-1]
+
+
+def make_hub_segmentation_dataset(root: Path) -> Path:
+    """A local dataset folder that `load_dataset(<path>)` reads like a Hub dataset with scene_parse_150's columns
+    (`image`, `annotation` with 0 = other, a `scene` class label): 6 train and 3 validation images, 48x40, and an
+    id2label.json for the three classes left after label reduction."""
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+
+    features = Features({"image": ImageFeature(), "annotation": ImageFeature(), "scene": ClassLabel(names=["a"])})
+    for split, count in (("train", 6), ("validation", 3)):
+        generators = [np.random.default_rng(index) for index in range(count)]
+        data = {
+            "image": [Image.fromarray(g.integers(0, 255, (40, 48, 3), dtype=np.uint8)) for g in generators],
+            "annotation": [
+                Image.fromarray(np.random.default_rng(i).choice((0, 1, 2, 3), (40, 48)).astype(np.uint8), mode="L")
+                for i in range(count)
+            ],
+            "scene": [0] * count,
+        }
+        Dataset.from_dict(data, features=features).to_parquet(str(root / "data" / f"{split}.parquet"))
+    (root / "id2label.json").write_text(json.dumps({"0": "wall", "1": "floor", "2": "sky"}))
+    return root

@@ -19,7 +19,11 @@ from PIL import Image
 from transformers import PvtConfig as NativePvtConfig
 from transformers import PvtForImageClassification as NativePvtForImageClassification
 
-from modeling_pvt import PvtForImageClassification, PvtForSemanticSegmentation, PvtImageProcessor
+from modeling_pvt import (
+    PvtForImageClassification,
+    PvtForSemanticSegmentation,
+    PvtImageProcessor,
+)
 from modeling_pvt.cli import run_cli
 from modeling_pvt.data import DataError
 from modeling_pvt.evaluation import dataset_to_model_ids, default_output_dir, main

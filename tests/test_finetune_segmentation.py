@@ -15,7 +15,14 @@ import pytest
 import torch
 import transformers
 from conftest import tiny_config, tiny_segmentation_config_file, tiny_segmentation_flags
-from helpers import CLASS_NAMES, kill_after_checkpoint, make_mask_folder, one_error_line, read_json
+from helpers import (
+    CLASS_NAMES,
+    kill_after_checkpoint,
+    make_hub_segmentation_dataset,
+    make_mask_folder,
+    one_error_line,
+    read_json,
+)
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -84,6 +91,15 @@ def test_image_mask_folders_train_and_count_images_without_masks(tmp_path, caplo
     assert config["id2label"] == {str(index): name for index, name in enumerate(CLASS_NAMES)}
     assert {f"eval_iou_{name}" for name in CLASS_NAMES} <= set(results)
     assert read_json(output_dir / "all_results.json")["eval_mean_iou"] == results["eval_mean_iou"]
+
+
+def test_streamed_hub_dataset_with_reduced_labels_trains_for_max_steps(tmp_path):
+    dataset = make_hub_segmentation_dataset(tmp_path / "hub")
+    flags = ["--dataset_name", str(dataset), "--streaming", "true", "--do_reduce_labels", "true", "--max_steps", "2"]
+    results = main(tiny_segmentation_flags(tiny_segmentation_config_file(tmp_path), tmp_path / "run", *flags))
+    assert sorted(path.name for path in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-2"]  # max_steps
+    assert read_json(tmp_path / "run" / "model" / "config.json")["id2label"] == {"0": "wall", "1": "floor", "2": "sky"}
+    assert {"eval_iou_wall", "eval_iou_floor", "eval_iou_sky"} <= set(results)
 
 
 def _save_mask(root: Path, name: str, array: np.ndarray, mode: str | None = None):

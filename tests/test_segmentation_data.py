@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 import torch
-from datasets import ClassLabel, Dataset, Features, IterableDataset
-from datasets import Image as ImageFeature
+from datasets import IterableDataset
+from helpers import make_hub_segmentation_dataset
 from PIL import Image
 
 from modeling_pvt import PvtImageProcessor
@@ -165,18 +165,7 @@ def test_reduce_labels_makes_zero_ignored_and_shifts_the_rest(mask_folder):
 
 @pytest.fixture
 def hub_folder(tmp_path):
-    """A local dataset folder that `load_dataset(<path>)` reads like a Hub dataset, scene_parse_150's columns."""
-    root = tmp_path / "hub"
-    features = Features({"image": ImageFeature(), "annotation": ImageFeature(), "scene": ClassLabel(names=["a"])})
-    for split, count in (("train", 6), ("validation", 3)):
-        data = {
-            "image": [_noise(48, 40, i) for i in range(count)],
-            "annotation": [_mask(48, 40, (0, 1, 2, 3), seed=i) for i in range(count)],
-            "scene": [0] * count,
-        }
-        Dataset.from_dict(data, features=features).to_parquet(str(root / "data" / f"{split}.parquet"))
-    (root / "id2label.json").write_text(json.dumps({"0": "wall", "1": "floor", "2": "sky"}))
-    return root
+    return make_hub_segmentation_dataset(tmp_path / "hub")
 
 
 def test_hub_dataset_with_annotation_column_reduced_labels_and_streaming(hub_folder):
