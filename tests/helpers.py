@@ -152,3 +152,13 @@ def make_hub_segmentation_dataset(root: Path) -> Path:
         Dataset.from_dict(data, features=features).to_parquet(str(root / "data" / f"{split}.parquet"))
     (root / "id2label.json").write_text(json.dumps({"0": "wall", "1": "floor", "2": "sky"}))
     return root
+
+
+def resume_killed_run(command: list[str], killed_dir: Path, killed_at: int, environment: dict) -> tuple[str, dict]:
+    """Runs `command` (a run killed after checkpoint `killed_at`, now with --resume_from_checkpoint last) to the end;
+    returns its stdout and all_results.json, checking that it resumed from that checkpoint."""
+    resumed = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=600, check=False)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    results = read_json(killed_dir / "all_results.json")
+    assert results["resumed_from"].endswith(f"checkpoint-{killed_at}")
+    return resumed.stdout, results

@@ -16,7 +16,7 @@ import transformers
 from conftest import tiny_config
 from datasets import ClassLabel, Dataset, Features
 from datasets import Image as ImageFeature
-from helpers import kill_after_checkpoint, read_json
+from helpers import kill_after_checkpoint, read_json, resume_killed_run
 from huggingface_hub.errors import HfHubHTTPError
 from PIL import Image
 
@@ -308,18 +308,9 @@ def test_run_killed_with_sigkill_resumes_to_the_same_metrics(tiny_config_file, t
     killed_at = kill_after_checkpoint(_finetune_command(tiny_config_file, killed_dir), killed_dir, 8, environment)
     assert killed_at < 24 and not (killed_dir / "model").exists()  # really interrupted mid-training
 
-    resumed = subprocess.run(
-        _finetune_command(tiny_config_file, killed_dir, "--resume_from_checkpoint", "last"),
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    results = read_json(killed_dir / "all_results.json")
-    assert results["resumed_from"].endswith(f"checkpoint-{killed_at}")
-    assert f"[finetune] resume   from {killed_dir / f'checkpoint-{killed_at}'}" in resumed.stdout
+    command = _finetune_command(tiny_config_file, killed_dir, "--resume_from_checkpoint", "last")
+    stdout, results = resume_killed_run(command, killed_dir, killed_at, environment)
+    assert f"[finetune] resume   from {killed_dir / f'checkpoint-{killed_at}'}" in stdout
     assert results["eval_accuracy"] == reference["eval_accuracy"]
     assert results["eval_loss"] == pytest.approx(reference["eval_loss"], rel=1e-4)
 

@@ -6,7 +6,6 @@ test_evaluate_script.py.)"""
 import json
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from helpers import (
     make_mask_folder,
     one_error_line,
     read_json,
+    resume_killed_run,
 )
 from PIL import Image
 from safetensors.torch import load_file
@@ -192,18 +192,9 @@ def test_run_killed_with_sigkill_resumes_to_the_same_metrics(tmp_path):
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     killed_at = kill_after_checkpoint(script + flags(killed_dir), killed_dir, 4, environment)
     assert killed_at < 12 and not (killed_dir / "model").exists()  # really interrupted mid-training
-    resumed = subprocess.run(
-        script + flags(killed_dir, "--resume_from_checkpoint", "last"),
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    results = read_json(killed_dir / "all_results.json")
-    assert results["resumed_from"].endswith(f"checkpoint-{killed_at}")
-    assert f"[finetune-segmentation] resume   from {killed_dir / f'checkpoint-{killed_at}'}" in resumed.stdout
+    command = script + flags(killed_dir, "--resume_from_checkpoint", "last")
+    stdout, results = resume_killed_run(command, killed_dir, killed_at, environment)
+    assert f"[finetune-segmentation] resume   from {killed_dir / f'checkpoint-{killed_at}'}" in stdout
     for name in ("eval_mean_iou", "eval_overall_accuracy", *(f"eval_iou_{name}" for name in CLASS_NAMES)):
         assert results[name] == reference[name], name
     assert results["eval_loss"] == pytest.approx(reference["eval_loss"], rel=1e-5)
