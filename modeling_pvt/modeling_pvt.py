@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
@@ -101,6 +102,14 @@ def eager_attention_forward(
 _HAS_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def _records_grad(inputs: torch.Tensor, module: nn.Module) -> bool:
+    return torch.is_grad_enabled() and (inputs.requires_grad or any(p.requires_grad for p in module.parameters()))
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or "forward" in vars(module))
+
+
 def _uses_onednn_linear(hidden_states: torch.Tensor, linear: nn.Linear, records_grad: bool) -> bool:
     weight = linear.weight
     return (
@@ -108,7 +117,7 @@ def _uses_onednn_linear(hidden_states: torch.Tensor, linear: nn.Linear, records_
         # Adapters (PEFT's LoRA layers), quantized layers and hooks (accelerate's offloading) change what the layer
         # computes: only an untouched nn.Linear may be replaced by a direct kernel call.
         and type(linear) is nn.Linear
-        and not (linear._forward_hooks or linear._forward_pre_hooks or "forward" in vars(linear))
+        and not _has_hooks(linear)
         and hidden_states.device.type == "cpu"
         and hidden_states.dtype in (torch.float32, torch.bfloat16)
         and hidden_states.dtype == weight.dtype
@@ -147,9 +156,7 @@ class _OneDnnLinearFunction(torch.autograd.Function):
 
 def fast_linear(hidden_states: torch.Tensor, linear: nn.Linear, fused_gelu: bool = False) -> torch.Tensor:
     """`linear(hidden_states)`, then exact (erf) GELU when `fused_gelu`, on the fastest exact kernel available."""
-    records_grad = torch.is_grad_enabled() and (
-        hidden_states.requires_grad or any(p.requires_grad for p in linear.parameters())
-    )
+    records_grad = _records_grad(hidden_states, linear)
     if not _uses_onednn_linear(hidden_states, linear, records_grad):
         output = linear(hidden_states)
     elif records_grad:
@@ -215,6 +222,16 @@ class PvtSpatialReductionAttention(nn.Module):
         return self.proj_drop(fast_linear(attn_output, self.proj)), attn_weights
 
 
+# glibc's malloc hands out every block above 32 MiB (its largest mmap threshold) as fresh mmap'd pages, so each such
+# tensor costs a page fault per 4 KiB and a zeroing pass: 18 ms of a 28 ms stage-1 `fc1` (PVT-Small, batch 8, 224²,
+# 51 MB of activations), more than the GEMM itself. The MLP's 4-8x wide activation is the only tensor that large, and
+# it is row-wise, so above that size it runs in row chunks. While training, each chunk is checkpointed: the chunk's
+# activations are recomputed in the backward pass instead of being kept (the extra fc1 costs less than the faults it
+# saves, and the step's activation memory shrinks). Other allocators lose nothing measurable to the chunking.
+MLP_CHUNKING_BYTES = 32 * 2**20
+MLP_CHUNK_BYTES = 8 * 2**20
+
+
 class PvtMlp(nn.Module):
     def __init__(self, config, stage_index: int):
         super().__init__()
@@ -226,6 +243,35 @@ class PvtMlp(nn.Module):
         self.exact_gelu = config.hidden_act == "gelu"
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        rows = self.rows_per_chunk(hidden_states)
+        if rows is None:
+            return self.unchunked_forward(hidden_states)
+        flat_rows = hidden_states.reshape(-1, hidden_states.shape[-1])
+        if _records_grad(hidden_states, self):
+            chunks = [checkpoint(self.unchunked_forward, chunk, use_reentrant=False) for chunk in flat_rows.split(rows)]
+            return torch.cat(chunks).view(*hidden_states.shape[:-1], -1)
+        output = flat_rows.new_empty(flat_rows.shape[0], self.fc2.out_features)
+        for start in range(0, flat_rows.shape[0], rows):
+            output[start : start + rows] = self.unchunked_forward(flat_rows[start : start + rows])
+        return output.view(*hidden_states.shape[:-1], -1)
+
+    def rows_per_chunk(self, hidden_states: torch.Tensor) -> int | None:
+        """Rows per chunk when the hidden activation would exceed `MLP_CHUNKING_BYTES` on CPU, else None."""
+        row_bytes = self.fc1.out_features * hidden_states.element_size()
+        if (
+            hidden_states.device.type != "cpu"
+            or hidden_states.numel() // hidden_states.shape[-1] * row_bytes <= MLP_CHUNKING_BYTES
+            # Compilers plan memory themselves, and exported graphs should stay the plain MLP.
+            or torch.compiler.is_compiling()
+            or torch.compiler.is_exporting()
+            or torch.jit.is_tracing()
+            # A hook on a layer (feature extraction, offloading) expects one call per forward pass.
+            or any(_has_hooks(layer) for layer in (self.fc1, self.act, self.fc2))
+        ):
+            return None
+        return max(1, MLP_CHUNK_BYTES // row_bytes)
+
+    def unchunked_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if self.exact_gelu:
             hidden_states = fast_linear(hidden_states, self.fc1, fused_gelu=True)
         else:

@@ -5,6 +5,7 @@ import torch
 from conftest import tiny_config
 
 from modeling_pvt import PvtForImageClassification
+import modeling_pvt.modeling_pvt as pvt_modeling
 from modeling_pvt.modeling_pvt import PvtDropPath
 
 
@@ -77,3 +78,70 @@ def test_dropout_is_active_only_in_training():
     assert not torch.allclose(model(pixel_values).logits, model(pixel_values).logits)
     model.eval()
     assert torch.equal(model(pixel_values).logits, model(pixel_values).logits)
+
+
+@pytest.fixture
+def chunked_mlps(monkeypatch):
+    """MLP activations above 2 KB run in chunks of 40 rows of this tiny model (the real threshold is 32 MiB), and
+    `calls` counts the chunk calls."""
+    monkeypatch.setattr(pvt_modeling, "MLP_CHUNKING_BYTES", 2048)
+    monkeypatch.setattr(pvt_modeling, "MLP_CHUNK_BYTES", 40 * 16 * 4)  # stage 1: 16 hidden features of 4 bytes
+    calls = []
+    unchunked_forward = pvt_modeling.PvtMlp.unchunked_forward
+
+    def counted(self, hidden_states):
+        calls.append(hidden_states.shape[0])
+        return unchunked_forward(self, hidden_states)
+
+    monkeypatch.setattr(pvt_modeling.PvtMlp, "unchunked_forward", counted)
+    return calls
+
+
+def unchunked(monkeypatch):
+    monkeypatch.setattr(pvt_modeling, "MLP_CHUNKING_BYTES", 2**62)
+
+
+def test_wide_mlp_activations_run_in_row_chunks_with_the_same_outputs(chunked_mlps, monkeypatch):
+    model = PvtForImageClassification(tiny_config()).eval()
+    pixel_values = torch.randn(3, 3, 64, 64)
+    with torch.inference_mode():
+        chunked = model(pixel_values).logits
+        # Stage 1: 3 images x 16x16 tokens = 768 rows -> 19 chunks of 40 and one of 8.
+        assert chunked_mlps[:20] == [40] * 19 + [8]
+        unchunked(monkeypatch)
+        plain = model(pixel_values).logits
+    torch.testing.assert_close(chunked, plain, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "with-activation-checkpointing"])
+def test_chunked_mlps_train_to_the_same_gradients_and_keep_fewer_activations(
+    chunked_mlps, monkeypatch, checkpointing
+):
+    model = PvtForImageClassification(tiny_config()).train()
+    if checkpointing:
+        model.activation_checkpointing_enable()
+    pixel_values, labels = torch.randn(3, 3, 64, 64), torch.tensor([0, 1, 2])
+    chunked_bytes = saved_activation_bytes(model, pixel_values, labels)
+    chunked = gradients(model)
+    assert len(chunked_mlps) > 20
+    model.zero_grad()
+    unchunked(monkeypatch)
+    plain_bytes = saved_activation_bytes(model, pixel_values, labels)
+    plain = gradients(model)
+    assert chunked.keys() == plain.keys() and len(plain) == len(list(model.parameters()))
+    for name in plain:
+        torch.testing.assert_close(chunked[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
+    if not checkpointing:
+        # Each chunk keeps only its input: stage 1's and 2's hidden activations are recomputed in the backward pass.
+        assert chunked_bytes < 0.9 * plain_bytes, (chunked_bytes, plain_bytes)
+
+
+def test_a_hooked_mlp_layer_sees_one_call_per_forward(chunked_mlps):
+    model = PvtForImageClassification(tiny_config()).eval()
+    seen = []
+    model.pvt.encoder.stages[0].blocks[0].mlp.fc1.register_forward_hook(lambda m, i, out: seen.append(out.shape))
+    with torch.inference_mode():
+        model(torch.randn(3, 3, 64, 64))
+    assert seen == [(3, 256, 16)]
+    # Stage 1 ran whole (batch first), stage 2's 3 x 64 rows of 32 hidden features still ran in chunks of 20.
+    assert chunked_mlps[:11] == [3] + [20] * 9 + [12]
