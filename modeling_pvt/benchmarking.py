@@ -1,15 +1,19 @@
 """Speed, memory and accuracy of this package's PVT against transformers' native PVT on identical weights.
 
 Every comparison builds the native model first and loads its weights into ours through the one key table
-(`convert_native_state_dict`), so both compute the same function. Within one setting (preset, task, batch size,
-resolution) the variants are timed interleaved — one call of each in turn, repeated — so that machine noise hits them
-alike; the reported time is the median over the repeats after the warm-up calls. CLI: `scripts/benchmark.py`.
+(`convert_native_state_dict`), so both compute the same function. Each variant (mode) runs in a process of its own, as
+a user's model would: in one shared process the variants disturb each other through the C allocator's heap (PVT-Small
+inference at batch 8 ran 40% slower next to the native model than alone). Within one setting (preset, task, batch
+size, resolution) the variants are still timed interleaved — one call of each in turn, the others idle, repeated — so
+that machine noise hits them alike; the reported time is the median over the repeats after the warm-up calls.
+CLI: `scripts/benchmark.py`.
 """
 
 import argparse
 import contextlib
 import copy
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -412,18 +416,22 @@ def peak_memory_bytes(function: Callable[[], object], device: str) -> int:
     return peak
 
 
-def time_interleaved(runners: dict[str, Runner], repeats: int, warmup: int, device: str) -> dict[str, list[float]]:
-    for _ in range(warmup):
-        for runner in runners.values():
-            runner.step()
+def timed_step(runner: Runner, device: str) -> float:
+    started = time.perf_counter()
+    runner.step()
     _synchronize(device)
-    seconds = {name: [] for name in runners}
+    return time.perf_counter() - started
+
+
+def time_interleaved(timers: dict[str, Callable[[], float]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """`timers[mode]()` runs one step of that variant and returns its seconds; one call of each in turn."""
+    for _ in range(warmup):
+        for timer in timers.values():
+            timer()
+    seconds = {name: [] for name in timers}
     for _ in range(repeats):
-        for name, runner in runners.items():
-            started = time.perf_counter()
-            runner.step()
-            _synchronize(device)
-            seconds[name].append(time.perf_counter() - started)
+        for name, timer in timers.items():
+            seconds[name].append(timer())
     return seconds
 
 
@@ -453,43 +461,159 @@ def _seconds(function: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One benchmark setting: everything a variant's process needs to rebuild the same models and inputs."""
+
+    preset: str
+    task: str
+    batch_size: int
+    height: int
+    width: int
+    overrides: dict
+    device: str
+    attention: str | None
+    seed: int
+
+
+def setting_models_and_inputs(setting: Setting):
+    """(native, config, state_dict, pixel_values, labels), identical in every process for one setting."""
+    native, config, state_dict = paired_models(setting.preset, setting.seed, **setting.overrides)
+    generator = torch.Generator().manual_seed(setting.seed)
+    shape = (setting.batch_size, config.num_channels, setting.height, setting.width)
+    pixel_values = torch.randn(shape, generator=generator).to(setting.device)
+    if setting.task == "segmentation-training":
+        label_shape, num_labels = (setting.batch_size, setting.height, setting.width), SEGMENTATION_LABELS
+    else:
+        label_shape, num_labels = (setting.batch_size,), config.num_labels
+    labels = torch.randint(0, num_labels, label_shape, generator=generator).to(setting.device)
+    return native, config, state_dict, pixel_values, labels
+
+
+def _variant_process(mode: str, threads: int, connection) -> None:
+    """A variant's own process: builds its runner for each setting it is sent and answers timing/memory requests."""
+    torch.set_num_threads(threads)
+    runner, device = None, None
+    while True:
+        request, argument = connection.recv()
+        try:
+            if request == "stop":
+                return
+            if request == "build":
+                runner = None
+                setting: Setting = argument
+                native, config, state_dict, pixel_values, labels = setting_models_and_inputs(setting)
+                device = setting.device
+                runner = build_runner(
+                    mode, setting.task, native, config, state_dict, pixel_values, labels, device,
+                    setting.attention, setting.seed,
+                )  # fmt: skip
+                outputs = runner.outputs()
+                reply = (None if outputs is None else outputs.cpu(), runner.compile_seconds)
+            elif request == "step":
+                reply = timed_step(runner, device)
+            else:  # "memory"
+                reply = peak_memory_bytes(runner.step, device)
+        except Exception as error:  # noqa: BLE001 - sent to the parent, which raises it with the variant's name
+            connection.send(("error", f"{type(error).__name__}: {error}"))
+        else:
+            connection.send(("ok", reply))
+
+
+def _process_context():
+    """Fresh processes (never a fork of this one: its OpenMP threads do not survive a fork). Where available, they
+    are forked from a server that imported this module once, instead of each importing torch and transformers."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+class VariantProcesses:
+    """One process per mode for the whole benchmark (started once: importing torch and transformers takes seconds);
+    each keeps only the current setting's model."""
+
+    def __init__(self, modes: list[str]):
+        context = _process_context()
+        self.connections, self.processes = {}, {}
+        for mode in modes:
+            parent_end, child_end = context.Pipe()
+            process = context.Process(
+                target=_variant_process, args=(mode, torch.get_num_threads(), child_end), daemon=True
+            )
+            process.start()
+            self.connections[mode], self.processes[mode] = parent_end, process
+
+    def request(self, mode: str, request: str, argument=None):
+        self.send(mode, request, argument)
+        return self.receive(mode)
+
+    def send(self, mode: str, request: str, argument=None) -> None:
+        self.connections[mode].send((request, argument))
+
+    def receive(self, mode: str):
+        try:
+            status, reply = self.connections[mode].recv()
+        except EOFError:
+            raise RuntimeError(f"The process of the {mode!r} variant died (out of memory?).") from None
+        if status == "error":
+            raise RuntimeError(f"{mode}: {reply}")
+        return reply
+
+    def close(self) -> None:
+        for mode, process in self.processes.items():
+            if process.is_alive():
+                with contextlib.suppress(OSError):
+                    self.connections[mode].send(("stop", None))
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
 def measure_setting(
-    preset: str, task: str, modes: list[str], batch_size: int, height: int, width: int, settings: BenchmarkSettings
+    preset: str,
+    task: str,
+    modes: list[str],
+    batch_size: int,
+    height: int,
+    width: int,
+    settings: BenchmarkSettings,
+    variants: VariantProcesses,
 ) -> list[Measurement]:
-    device, seed = settings.device, settings.seed
     overrides = dict(settings.config_overrides)
     if task == "backbone" and "native" in modes:
         # transformers' PvtModel only runs at its config's image_size: build both models for this (square) size.
         overrides["image_size"] = height
-    native, config, state_dict = paired_models(preset, seed, **overrides)
-    generator = torch.Generator().manual_seed(seed)
-    pixel_values = torch.randn(batch_size, config.num_channels, height, width, generator=generator).to(device)
-    if task == "segmentation-training":
-        labels = torch.randint(0, SEGMENTATION_LABELS, (batch_size, height, width), generator=generator).to(device)
-    else:
-        labels = torch.randint(0, config.num_labels, (batch_size,), generator=generator).to(device)
-
-    reference_model = _model_for("eager", task, native, config, state_dict, seed=seed).to(device).eval()
+    setting = Setting(
+        preset, task, batch_size, height, width, overrides, settings.device, settings.attention, settings.seed
+    )
+    # The processes build their models in parallel while this one computes the reference.
+    for mode in modes:
+        variants.send(mode, "build", setting)
+    native, config, state_dict, pixel_values, _ = setting_models_and_inputs(setting)
+    reference_model = _model_for("eager", task, native, config, state_dict, seed=setting.seed).eval()
     with torch.no_grad():
-        reference = _first_output(reference_model(pixel_values)).float()
-    del reference_model
+        reference = _first_output(reference_model.to(setting.device)(pixel_values)).float().cpu()
+    del native, state_dict, reference_model
 
-    runners = {
-        mode: build_runner(
-            mode, task, native, config, state_dict, pixel_values, labels, device, settings.attention, seed
-        )
-        for mode in modes
-    }
-    differences = {}
-    for mode, runner in runners.items():
-        outputs = runner.outputs()
+    differences, compile_seconds = {}, {}
+    for mode in modes:
+        outputs, compile_seconds[mode] = variants.receive(mode)
         differences[mode] = None if outputs is None else (outputs - reference).abs().max().item()
     gflops = forward_gflops(task, config, height, width)
-    seconds = time_interleaved(runners, settings.repeats, settings.warmup, device)
+    timers = {mode: (lambda mode=mode: variants.request(mode, "step")) for mode in modes}
+    seconds = time_interleaved(timers, settings.repeats, settings.warmup)
     measurements = []
-    for mode, runner in runners.items():
+    for mode in modes:
         median = statistics.median(seconds[mode])
-        peak = peak_memory_bytes(runner.step, device) / 2**20 if settings.measure_memory else None
+        peak = variants.request(mode, "memory") / 2**20 if settings.measure_memory else None
         measurements.append(
             Measurement(
                 preset=preset,
@@ -505,7 +629,7 @@ def measure_setting(
                 peak_memory_mb=peak,
                 peak_memory_mb_per_image=None if peak is None else peak / batch_size,
                 max_abs_diff_vs_fp32_eager=differences[mode],
-                compile_seconds=runner.compile_seconds,
+                compile_seconds=compile_seconds[mode],
                 gflops_per_image=gflops,
                 achieved_gflops_per_second=gflops * (3 if task in TRAINING_TASKS else 1) * batch_size / median,
             )
@@ -640,7 +764,10 @@ def run_benchmark(settings: BenchmarkSettings, progress: Callable[[str], None] =
     if emulated_bf16 and not settings.allow_emulated_bf16 and any(_is_bf16(mode) for mode in modes):
         modes = [mode for mode in modes if not _is_bf16(mode)]
         notes.append("bf16 modes skipped: this CPU has no native bf16 (oneDNN would emulate it, slower than fp32).")
-    with background_load(settings.background_load, settings.background_load_seconds):
+    timed_modes = modes if settings.tasks else []
+    with background_load(settings.background_load, settings.background_load_seconds), VariantProcesses(
+        timed_modes
+    ) as variants:
         results = {
             "environment": environment(settings),
             "settings": asdict(settings),
@@ -658,7 +785,9 @@ def run_benchmark(settings: BenchmarkSettings, progress: Callable[[str], None] =
                 for batch_size, height, width in _shapes_for(task, settings):
                     task_modes = _modes_for(task, modes, height, width, trained_size)
                     progress(f"{preset} {task} batch {batch_size} {height}x{width}: {', '.join(task_modes)}")
-                    measured = measure_setting(preset, task, task_modes, batch_size, height, width, settings)
+                    measured = measure_setting(
+                        preset, task, task_modes, batch_size, height, width, settings, variants
+                    )
                     results["measurements"].extend(asdict(measurement) for measurement in measured)
         if settings.agreement_model:
             progress(f"top-1 agreement of {settings.agreement_model} on the held-out digits")

@@ -1,7 +1,9 @@
 """The benchmark runs end to end on a tiny config and writes complete, consistent JSON. Speed itself is measured by
 scripts/benchmark.py, never asserted here."""
 
+import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ from modeling_pvt import benchmarking
 from modeling_pvt.benchmarking import (
     PAPER_GFLOPS,
     BenchmarkSettings,
+    Setting,
+    VariantProcesses,
     background_load,
     main,
     model_statistics,
@@ -176,3 +180,15 @@ def test_modes_per_task_and_size():
     assert benchmarking._modes_for("backbone", modes, 512, 512, (224, 224)) == ["native", "eager"]
     assert benchmarking._modes_for("backbone", modes, 512, 683, (224, 224)) == ["eager"]
     assert benchmarking._modes_for("segmentation-training", modes, 512, 512, (224, 224)) == ["eager", "checkpointed"]
+
+
+def test_each_variant_times_in_its_own_process_and_reports_its_errors():
+    setting = Setting("pvt-tiny", "inference", 1, 64, 64, TINY, "cpu", None, 0)
+    with VariantProcesses(["eager", "native"]) as variants:
+        processes = list(variants.processes.values())
+        assert len({process.pid for process in processes} | {os.getpid()}) == 3
+        outputs, _ = variants.request("eager", "build", setting)
+        assert outputs.shape == (1, TINY["num_labels"]) and variants.request("eager", "step") > 0
+        with pytest.raises(RuntimeError, match="^native: KeyError: .*pvt-huge"):
+            variants.request("native", "build", dataclasses.replace(setting, preset="pvt-huge"))
+    assert not any(process.is_alive() for process in processes)
