@@ -126,6 +126,8 @@ class Measurement:
     # 3x the forward FLOPs (forward, input and weight gradients).
     gflops_per_image: float | None = None
     achieved_gflops_per_second: float | None = None
+    # The linear backends the variant's own process chose (the training choice is measured in each process).
+    fast_paths: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------------------- models
@@ -509,7 +511,8 @@ def _variant_process(mode: str, threads: int, connection) -> None:
                     setting.attention, setting.seed,
                 )  # fmt: skip
                 outputs = runner.outputs()
-                reply = (None if outputs is None else outputs.cpu(), runner.compile_seconds)
+                fast_paths = describe_cpu_fast_paths().splitlines()[-1] if device == "cpu" else None
+                reply = (None if outputs is None else outputs.cpu(), runner.compile_seconds, fast_paths)
             elif request == "step":
                 reply = timed_step(runner, device)
             else:  # "memory"
@@ -603,9 +606,9 @@ def measure_setting(
         reference = _first_output(reference_model.to(setting.device)(pixel_values)).float().cpu()
     del native, state_dict, reference_model
 
-    differences, compile_seconds = {}, {}
+    differences, compile_seconds, fast_paths = {}, {}, {}
     for mode in modes:
-        outputs, compile_seconds[mode] = variants.receive(mode)
+        outputs, compile_seconds[mode], fast_paths[mode] = variants.receive(mode)
         differences[mode] = None if outputs is None else (outputs - reference).abs().max().item()
     gflops = forward_gflops(task, config, height, width)
     timers = {mode: (lambda mode=mode: variants.request(mode, "step")) for mode in modes}
@@ -630,6 +633,7 @@ def measure_setting(
                 peak_memory_mb_per_image=None if peak is None else peak / batch_size,
                 max_abs_diff_vs_fp32_eager=differences[mode],
                 compile_seconds=compile_seconds[mode],
+                fast_paths=fast_paths[mode],
                 gflops_per_image=gflops,
                 achieved_gflops_per_second=gflops * (3 if task in TRAINING_TASKS else 1) * batch_size / median,
             )
@@ -803,6 +807,16 @@ def _scientific(value) -> str:
     return "–" if value is None else f"{value:.1e}"
 
 
+def _other_fast_paths(results: dict) -> list[str]:
+    """Variants whose process chose differently from this one (a near tie in the training measurement)."""
+    chosen = (results["environment"]["cpu_fast_paths"] or "").splitlines()[-1:]
+    return sorted({
+        f"{row['mode']} ({row['task']}) ran with: {row['fast_paths']}"
+        for row in results["measurements"]
+        if row["fast_paths"] and row["mode"] != "native" and [row["fast_paths"]] != chosen
+    })  # fmt: skip
+
+
 def format_table(results: dict) -> str:
     """Markdown tables: model statistics, then one row per measured variant."""
     environment = results["environment"]
@@ -812,6 +826,7 @@ def format_table(results: dict) -> str:
         f"background load: {environment['background_load_processes']} busy processes; "
         f"OMP_WAIT_POLICY: {environment['omp_wait_policy']}",
         *([environment["cpu_fast_paths"].splitlines()[-1]] if environment["cpu_fast_paths"] else []),
+        *_other_fast_paths(results),
         *([f"Measured GEMM peak (fp32 {environment['gemm_size']}³ matmul): {peak:.0f} GFLOP/s"] if peak else []),
         *results["notes"],
         "",

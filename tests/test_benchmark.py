@@ -38,7 +38,7 @@ MEASUREMENT_FIELDS = {
     "preset", "task", "mode", "batch_size", "height", "width", "median_seconds", "images_per_second",
     "seconds_per_image", "repeat_seconds", "peak_memory_mb", "peak_memory_mb_per_image",
     "max_abs_diff_vs_fp32_eager", "speedup_vs_native", "speedup_vs_eager", "best_speedup_vs_native",
-    "compile_seconds", "gflops_per_image", "achieved_gflops_per_second",
+    "compile_seconds", "gflops_per_image", "achieved_gflops_per_second", "fast_paths",
 }  # fmt: skip
 
 
@@ -187,8 +187,9 @@ def test_each_variant_times_in_its_own_process_and_reports_its_errors():
     with VariantProcesses(["eager", "native"]) as variants:
         processes = list(variants.processes.values())
         assert len({process.pid for process in processes} | {os.getpid()}) == 3
-        outputs, _ = variants.request("eager", "build", setting)
+        outputs, _, fast_paths = variants.request("eager", "build", setting)
         assert outputs.shape == (1, TINY["num_labels"]) and variants.request("eager", "step") > 0
+        assert fast_paths.startswith("fast paths: linear inference=")
         with pytest.raises(RuntimeError, match="^native: KeyError: .*pvt-huge"):
             variants.request("native", "build", dataclasses.replace(setting, preset="pvt-huge"))
     assert not any(process.is_alive() for process in processes)
