@@ -72,7 +72,9 @@ def test_json_has_every_setting_and_mode(results):
     assert rows == expected
     for row in results["measurements"]:
         assert set(row) == MEASUREMENT_FIELDS
-        assert len(row["repeat_seconds"]) == 2 and row["median_seconds"] > 0 and row["peak_memory_mb"] >= 0
+        assert len(row["repeat_seconds"]) == 2 and row["median_seconds"] > 0
+        # onnxruntime's memory is invisible to PyTorch's allocator: not reported rather than reported as 0.
+        assert row["peak_memory_mb"] is None if row["mode"] == "int8-onnx" else row["peak_memory_mb"] > 0, row
         assert row["images_per_second"] == pytest.approx(row["batch_size"] / row["median_seconds"])
         assert row["gflops_per_image"] > 0 and row["achieved_gflops_per_second"] > 0
         native_ran = (row["height"], row["width"]) == (64, 64) and not row["task"].startswith("segmentation")
