@@ -82,8 +82,8 @@ def test_dropout_is_active_only_in_training():
 
 @pytest.fixture
 def chunked_mlps(monkeypatch):
-    """MLP activations above 2 KB run in chunks of 40 rows of this tiny model (the real threshold is 32 MiB), and
-    `calls` counts the chunk calls."""
+    """MLP activations above 2 KB run in chunks of 40 rows of this tiny model (the real threshold is 32 MiB); the
+    list holds the first dimension of every MLP call."""
     monkeypatch.setattr(pvt_modeling, "MLP_CHUNKING_BYTES", 2048)
     monkeypatch.setattr(pvt_modeling, "MLP_CHUNK_BYTES", 40 * 16 * 4)  # stage 1: 16 hidden features of 4 bytes
     calls = []
@@ -113,27 +113,14 @@ def test_wide_mlp_activations_run_in_row_chunks_with_the_same_outputs(chunked_ml
     torch.testing.assert_close(chunked, plain, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "with-activation-checkpointing"])
-def test_chunked_mlps_train_to_the_same_gradients_and_keep_fewer_activations(
-    chunked_mlps, monkeypatch, checkpointing
-):
+def test_training_runs_each_mlp_whole(chunked_mlps):
+    """Chunks would have to be recomputed for the backward pass: that ran slower than native on a busy machine."""
     model = PvtForImageClassification(tiny_config()).train()
-    if checkpointing:
-        model.activation_checkpointing_enable()
-    pixel_values, labels = torch.randn(3, 3, 64, 64), torch.tensor([0, 1, 2])
-    chunked_bytes = saved_activation_bytes(model, pixel_values, labels)
-    chunked = gradients(model)
-    assert len(chunked_mlps) > 20
-    model.zero_grad()
-    unchunked(monkeypatch)
-    plain_bytes = saved_activation_bytes(model, pixel_values, labels)
-    plain = gradients(model)
-    assert chunked.keys() == plain.keys() and len(plain) == len(list(model.parameters()))
-    for name in plain:
-        torch.testing.assert_close(chunked[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)
-    if not checkpointing:
-        # Each chunk keeps only its input: stage 1's and 2's hidden activations are recomputed in the backward pass.
-        assert chunked_bytes < 0.9 * plain_bytes, (chunked_bytes, plain_bytes)
+    model(torch.randn(3, 3, 64, 64), labels=torch.tensor([0, 1, 2])).loss.backward()
+    assert chunked_mlps == [3] * 5  # one call per block, batch first
+    with torch.no_grad():
+        model(torch.randn(3, 3, 64, 64))
+    assert len(chunked_mlps) > 5 + 20
 
 
 def test_a_hooked_mlp_layer_sees_one_call_per_forward(chunked_mlps):
