@@ -54,6 +54,7 @@ TASKS = ("inference", "training", "backbone", "segmentation", "segmentation-trai
 TRAINING_TASKS = ("training", "segmentation-training")
 DENSE_TASKS = ("backbone", "segmentation", "segmentation-training")
 INT8_BACKENDS = {"int8": "torch", "int8-onnx": "onnxruntime"}
+FORCED_LINEAR_BACKENDS = {"aten-linear": "aten", "onednn-linear": "onednn"}
 # ADE20K's classes: the head width of the segmentation benchmark.
 SEGMENTATION_LABELS = 150
 # What each mode means; printed with the table and stored in the JSON.
@@ -252,7 +253,7 @@ def _is_compiled(mode: str) -> bool:
 @contextlib.contextmanager
 def _linear_backend_of(mode: str):
     """The linear backend a forced mode asks for, set only while that variant runs (fast_linear reads it per call)."""
-    backend = {"aten-linear": "aten", "onednn-linear": "onednn"}.get(mode)
+    backend = FORCED_LINEAR_BACKENDS.get(mode)
     previous = os.environ.get(OVERRIDE_VARIABLE)
     if backend:
         os.environ[OVERRIDE_VARIABLE] = backend
@@ -495,6 +496,9 @@ def setting_models_and_inputs(setting: Setting):
 def _variant_process(mode: str, threads: int, connection) -> None:
     """A variant's own process: builds its runner for each setting it is sent and answers timing/memory requests."""
     torch.set_num_threads(threads)
+    if mode in FORCED_LINEAR_BACKENDS:
+        # For the whole process, so that its reported fast paths say what it ran.
+        os.environ[OVERRIDE_VARIABLE] = FORCED_LINEAR_BACKENDS[mode]
     runner, device = None, None
     while True:
         request, argument = connection.recv()
@@ -549,16 +553,11 @@ class VariantProcesses:
             self.connections[mode], self.processes[mode] = parent_end, process
 
     def request(self, mode: str, request: str, argument=None):
-        self.send(mode, request, argument)
-        return self.receive(mode)
-
-    def send(self, mode: str, request: str, argument=None) -> None:
-        self.connections[mode].send((request, argument))
-
-    def receive(self, mode: str):
+        """Sends `request` ("build" a Setting, "step", "memory") to the mode's process and waits for its reply."""
         try:
+            self.connections[mode].send((request, argument))
             status, reply = self.connections[mode].recv()
-        except EOFError:
+        except (EOFError, BrokenPipeError):
             raise RuntimeError(f"The process of the {mode!r} variant died (out of memory?).") from None
         if status == "error":
             raise RuntimeError(f"{mode}: {reply}")
@@ -597,9 +596,6 @@ def measure_setting(
     setting = Setting(
         preset, task, batch_size, height, width, overrides, settings.device, settings.attention, settings.seed
     )
-    # The processes build their models in parallel while this one computes the reference.
-    for mode in modes:
-        variants.send(mode, "build", setting)
     native, config, state_dict, pixel_values, _ = setting_models_and_inputs(setting)
     reference_model = _model_for("eager", task, native, config, state_dict, seed=setting.seed).eval()
     with torch.no_grad():
@@ -607,8 +603,9 @@ def measure_setting(
     del native, state_dict, reference_model
 
     differences, compile_seconds, fast_paths = {}, {}, {}
+    # One at a time: a process times its linear backends when it builds, which must not overlap with other work.
     for mode in modes:
-        outputs, compile_seconds[mode], fast_paths[mode] = variants.receive(mode)
+        outputs, compile_seconds[mode], fast_paths[mode] = variants.request(mode, "build", setting)
         differences[mode] = None if outputs is None else (outputs - reference).abs().max().item()
     gflops = forward_gflops(task, config, height, width)
     timers = {mode: (lambda mode=mode: variants.request(mode, "step")) for mode in modes}

@@ -141,16 +141,21 @@ def choose_fast_paths(capabilities: CpuCapabilities, measure, override: str | No
     )
 
 
-def measure_training_linears(rows: int = 1568, features: int = 128, repeats: int = 5) -> dict[str, float]:
-    """Seconds of one training step's GEMMs for a PVT MLP pair (C -> 4C -> C) on each backend, best of `repeats`,
+# (rows, features) of the four stages' MLPs (C -> ratio*C -> C) in a PVT-Small training step at batch 2, 224²: one
+# stage alone misleads, as the winner differs between the thin early stages and the wide late ones.
+MEASURED_MLPS = ((6272, 64, 8), (1568, 128, 8), (392, 320, 4), (100, 512, 4))
+
+
+def measure_training_linears(mlps=MEASURED_MLPS, repeats: int = 5) -> dict[str, float]:
+    """Seconds of one training step's GEMMs for the MLPs (rows, features, ratio) on each backend, best of `repeats`,
     the two backends interleaved. oneDNN: forward (bias fused) and input gradient in oneDNN, weight gradient in MKL,
     as `_OneDnnLinearFunction` runs them; ATen: what autograd runs for `F.linear` (addmm, mm, mm)."""
     generator = torch.Generator().manual_seed(0)
-    shapes = ((features, 4 * features), (4 * features, features))
     tensors = [
         (torch.randn(rows, n_in, generator=generator), torch.randn(n_out, n_in, generator=generator),
          torch.randn(n_out, generator=generator), torch.randn(rows, n_out, generator=generator))
-        for n_in, n_out in shapes
+        for rows, features, ratio in mlps
+        for n_in, n_out in ((features, ratio * features), (ratio * features, features))
     ]  # fmt: skip
     linear_pointwise = torch.ops.mkldnn._linear_pointwise
 

@@ -91,7 +91,7 @@ def test_override_wins_and_is_checked():
 
 
 def test_measurement_times_both_backends():
-    seconds = cpu_fast_paths.measure_training_linears(rows=64, features=8, repeats=1)
+    seconds = cpu_fast_paths.measure_training_linears(mlps=((64, 8, 4), (16, 16, 2)), repeats=1)
     assert set(seconds) == {ONEDNN, ATEN} and all(0 < value < 60 for value in seconds.values())
 
 
