@@ -78,6 +78,10 @@ def read_cpuinfo(text: str | None = None) -> tuple[str, str, frozenset[str]]:
             fields[key.strip()] = value.strip()
     vendor = fields.get("vendor_id") or fields.get("CPU implementer", "")
     model_name = fields.get("model name") or fields.get("Model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        # Virtual machines often show a generic name ("Intel(R) Xeon(R) Processor"); the model number tells apart
+        # generations with different fast paths.
+        model_name += f" [family {fields['cpu family']}, model {fields['model']}]"
     return vendor, model_name, frozenset((fields.get("flags") or fields.get("Features", "")).split())
 
 

@@ -16,6 +16,8 @@ from modeling_pvt.modeling_pvt import fast_linear
 
 X86_CPUINFO = """processor\t: 0
 vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 85
 model name\t: Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz
 flags\t\t: fpu sse2 avx avx2 fma avx512f avx512bw avx512_vnni
 processor\t: 1
@@ -39,7 +41,7 @@ def never_measured():
 def test_reads_x86_and_arm_cpuinfo():
     assert read_cpuinfo(X86_CPUINFO) == (
         "GenuineIntel",
-        "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz",
+        "Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz [family 6, model 85]",
         frozenset({"fpu", "sse2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"}),
     )
     vendor, _, flags = read_cpuinfo(ARM_CPUINFO)
