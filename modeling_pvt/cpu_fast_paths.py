@@ -18,8 +18,10 @@ from dataclasses import dataclass
 import torch
 
 ONEDNN, ATEN = "onednn", "aten"
-# Where a measurement decides, oneDNN must win by this much: F.linear is the public op every tool understands.
-ONEDNN_MARGIN = 0.97
+# Where a measurement decides, oneDNN must win clearly. The GEMM-only measurement understates what oneDNN costs in a
+# whole training step: on a 2-core Xeon (family 6, model 207) the two were within 10% there, yet whole steps ran at
+# 0.92x native with oneDNN and 1.14x with ATen, and a busy moment during the measurement once favoured oneDNN by 5%.
+ONEDNN_MARGIN = 0.85
 # Which linear backend to use regardless of the CPU: "onednn" or "aten" (for A/B measurements and bug reports).
 OVERRIDE_VARIABLE = "PVT_LINEAR_BACKEND"
 

@@ -56,9 +56,9 @@ def test_xeon_without_bf16_gets_int8_and_a_measured_training_backend():
     assert choose_fast_paths(xeon, lambda: {ONEDNN: 2.0, ATEN: 1.0}).training_linear == ATEN
 
 
-def test_a_near_tie_goes_to_the_public_op():
-    paths = choose_fast_paths(capabilities(), lambda: {ONEDNN: 0.99, ATEN: 1.0})
-    assert paths.training_linear == ATEN
+def test_only_a_clear_win_goes_to_the_private_op():
+    assert choose_fast_paths(capabilities(), lambda: {ONEDNN: 0.9, ATEN: 1.0}).training_linear == ATEN
+    assert choose_fast_paths(capabilities(), lambda: {ONEDNN: 0.8, ATEN: 1.0}).training_linear == ONEDNN
 
 
 def test_native_bf16_only_with_avx512_bf16_or_amx():
