@@ -2,11 +2,11 @@
 
 Every comparison builds the native model first and loads its weights into ours through the one key table
 (`convert_native_state_dict`), so both compute the same function. Each variant (mode) runs in a process of its own, as
-a user's model would: in one shared process the variants disturb each other through the C allocator's heap (PVT-Small
-inference at batch 8 ran 40% slower next to the native model than alone). Within one setting (preset, task, batch
-size, resolution) the variants are still timed interleaved — one call of each in turn, the others idle, repeated — so
-that machine noise hits them alike; the reported time is the median over the repeats after the warm-up calls.
-CLI: `scripts/benchmark.py`.
+a user's model would: in one shared process the variants disturb each other through the C allocator's heap (our
+PVT-Small inference at batch 8 took 68 ms/img next to the native model, 58 next to another variant of ours). Within
+one setting (preset, task, batch size, resolution) the variants are still timed interleaved, one call of each in turn
+while the others idle, so that machine noise hits them alike; the reported time is the median over the repeats after
+the warm-up calls. CLI: `scripts/benchmark.py`.
 """
 
 import argparse
@@ -807,7 +807,8 @@ def _scientific(value) -> str:
 
 
 def _other_fast_paths(results: dict) -> list[str]:
-    """Variants whose process chose differently from this one (a near tie in the training measurement)."""
+    """Variants whose process ran other fast paths than this one reports: forced modes, or another outcome of the
+    training backend's measurement."""
     chosen = (results["environment"]["cpu_fast_paths"] or "").splitlines()[-1:]
     return sorted({
         f"{row['mode']} ({row['task']}) ran with: {row['fast_paths']}"

@@ -147,8 +147,8 @@ def choose_fast_paths(capabilities: CpuCapabilities, measure, override: str | No
     )
 
 
-# (rows, features) of the four stages' MLPs (C -> ratio*C -> C) in a PVT-Small training step at batch 2, 224²: one
-# stage alone misleads, as the winner differs between the thin early stages and the wide late ones.
+# (rows, features, ratio) of the four stages' MLPs (C -> ratio*C -> C) in a PVT-Small training step at batch 2, 224²:
+# one stage alone misleads, as the winner differs between the thin early stages and the wide late ones.
 MEASURED_MLPS = ((6272, 64, 8), (1568, 128, 8), (392, 320, 4), (100, 512, 4))
 
 
