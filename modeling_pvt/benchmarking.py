@@ -527,6 +527,11 @@ def _variant_process(mode: str, threads: int, connection) -> None:
             connection.send(("ok", reply))
 
 
+class VariantFailed(ValueError):
+    """What a variant's process raised (an impossible mode for the setting, a missing package), as one message: its
+    traceback stays in that process."""
+
+
 def _process_context():
     """Fresh processes (never a fork of this one: its OpenMP threads do not survive a fork). Where available, they
     are forked from a server that imported this module once, instead of each importing torch and transformers."""
@@ -560,7 +565,7 @@ class VariantProcesses:
         except (EOFError, BrokenPipeError):
             raise RuntimeError(f"The process of the {mode!r} variant died (out of memory?).") from None
         if status == "error":
-            raise RuntimeError(f"{mode}: {reply}")
+            raise VariantFailed(f"The {mode} variant failed: {reply}")
         return reply
 
     def close(self) -> None:
@@ -762,6 +767,10 @@ def run_benchmark(settings: BenchmarkSettings, progress: Callable[[str], None] =
         raise ValueError(
             f"Unknown modes/tasks {sorted(unknown)}; modes: {', '.join(MODES)}; tasks: {', '.join(TASKS)}."
         )
+    try:
+        torch.empty(0, device=settings.device)
+    except (RuntimeError, AssertionError) as error:
+        raise ValueError(f"--device {settings.device} is not usable here ({error}); use --device cpu.") from None
     modes, notes = list(settings.modes), []
     emulated_bf16 = settings.device == "cpu" and not detect_cpu_capabilities().native_bf16
     if emulated_bf16 and not settings.allow_emulated_bf16 and any(_is_bf16(mode) for mode in modes):

@@ -192,6 +192,11 @@ def test_each_variant_times_in_its_own_process_and_reports_its_errors():
         outputs, _, fast_paths = variants.request("eager", "build", setting)
         assert outputs.shape == (1, TINY["num_labels"]) and variants.request("eager", "step") > 0
         assert fast_paths.startswith("fast paths: linear inference=")
-        with pytest.raises(RuntimeError, match="^native: KeyError: .*pvt-huge"):
+        with pytest.raises(ValueError, match="^The native variant failed: KeyError: .*pvt-huge"):
             variants.request("native", "build", dataclasses.replace(setting, preset="pvt-huge"))
     assert not any(process.is_alive() for process in processes)
+
+
+def test_an_unusable_device_is_one_clear_error():
+    with pytest.raises(ValueError, match="--device cuda:99 is not usable here .*use --device cpu"):
+        run_benchmark(BenchmarkSettings(presets=["pvt-tiny"], device="cuda:99"), progress=lambda _: None)
