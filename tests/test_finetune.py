@@ -129,6 +129,7 @@ def test_tiny_run_writes_hub_folder_results_and_plots(tiny_config_file, tmp_path
         f"[finetune] output   {output_dir}",
         "[finetune] threads  1 (auto: small images (1024 pixels) and a run of 8 steps, too short to measure)",
         "[finetune] device   cpu, fp32",
+        "[finetune] memory   freed memory kept for reuse (glibc",
         "[finetune] resume   no (a fresh run)",
     ):
         assert expected in first_lines, expected

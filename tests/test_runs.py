@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from modeling_pvt import PvtForImageClassification
+from modeling_pvt import PvtForImageClassification, runs
 from modeling_pvt.runs import (
     MEASURE_MIN_STEPS,
     check_output_dir,
@@ -106,3 +106,30 @@ def test_measuring_leaves_the_model_and_the_random_stream_as_they_were():
     assert not model.training and all(parameter.grad is None for parameter in model.parameters())
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, weights[name]), name
+
+
+class _FakeLibc:
+    def __init__(self, glibc: bool = True, accepts: bool = True):
+        self.calls, self.accepts = [], accepts
+        if glibc:
+            self.gnu_get_libc_version = lambda: b"2.36"
+
+    def mallopt(self, parameter, value):
+        self.calls.append((parameter, value))
+        return int(self.accepts)
+
+
+@pytest.mark.parametrize(
+    "libc, keep, expected, calls",
+    [
+        (_FakeLibc(), True, "kept for reuse", [(-3, 2**30), (-1, 2**30)]),
+        (_FakeLibc(), False, "returned to the system (glibc's default", []),
+        (_FakeLibc(accepts=False), True, "glibc refused", [(-3, 2**30)]),
+        (_FakeLibc(glibc=False), True, "this C library's default", []),
+    ],
+    ids=["glibc", "opted-out", "refused", "not-glibc"],
+)
+def test_freed_memory_is_kept_only_by_glibc_and_only_when_asked(monkeypatch, libc, keep, expected, calls):
+    monkeypatch.setattr(runs.ctypes, "CDLL", lambda name: libc)
+    assert expected in runs.keep_freed_memory(keep)
+    assert libc.calls == calls
