@@ -895,13 +895,14 @@ def plot(results: dict, path: Path) -> Path:
 
     rows = [row for row in results["measurements"] if row["task"] != "backbone"]
     labels = [f"{row['preset']}\n{row['task']}\nb{row['batch_size']} {row['height']}" for row in rows]
-    figure, axis = plt.subplots(figsize=(max(6, len(rows) * 0.6), 4))
+    figure, axis = plt.subplots(figsize=(max(6, len(rows) * 0.75), 4.5))
     axis.bar(range(len(rows)), [row["images_per_second"] for row in rows])
     axis.set_xticks(range(len(rows)), [f"{row['mode']}\n{label}" for row, label in zip(rows, labels)], fontsize=6)
     axis.set_ylabel("images / second")
-    axis.set_title(
-        f"PVT throughput ({results['environment']['device']}, {results['environment']['torch_threads']} threads)"
-    )
+    environment = results["environment"]
+    # A throughput figure means nothing without the machine it came from.
+    machine = environment["cpu"] if environment["device"] == "cpu" else environment["gpu"]
+    axis.set_title(f"PVT throughput: {machine}, {environment['torch_threads']} threads", fontsize=8, wrap=True)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
