@@ -205,9 +205,6 @@ def time_training_steps(model: torch.nn.Module, inputs: dict, threads: int, step
     return min(seconds[1:])
 
 
-# --------------------------------------------------------------------------------------------------------- summary
-
-
 # ----------------------------------------------------------------------------------------------------------- memory
 
 # glibc's malloc gives back to the system every freed block above its mmap threshold (at most 32 MiB) and the heap's
@@ -233,6 +230,9 @@ def keep_freed_memory(keep: bool) -> str:
     if libc.mallopt(_M_MMAP_THRESHOLD, KEEP_FREED_BYTES) and libc.mallopt(_M_TRIM_THRESHOLD, KEEP_FREED_BYTES):
         return "kept for reuse (glibc mmap/trim thresholds 1 GiB; --cpu_keep_freed_memory false gives it back)"
     return "returned to the system (glibc refused the thresholds)"
+
+
+# --------------------------------------------------------------------------------------------------------- summary
 
 
 def print_run_summary(items: dict[str, str], prefix: str = "[run]") -> None:

@@ -684,7 +684,8 @@ def run(model_args: ModelArguments, data_args, training_args, task: TrainingTask
     # Our transforms add columns Trainer cannot see in forward's signature; never let it drop the image column.
     training_args.remove_unused_columns = False
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # we publish our own folder at the end
-    if training_args.device.type == "cpu":
+    on_cpu = training_args.device.type == "cpu"
+    if on_cpu:
         training_args.dataloader_pin_memory = False  # pinning only helps copies to an accelerator
     _check_before_training(model_args, data_args, training_args, push_to_hub)
     output_dir = Path(training_args.output_dir)
@@ -692,7 +693,6 @@ def run(model_args: ModelArguments, data_args, training_args, task: TrainingTask
     # Printed by every process so that a launch can be checked to have started the processes it asked for.
     print(f"[{task.name}] process {rank} of {world_size} on {training_args.device}", flush=True)
 
-    on_cpu = training_args.device.type == "cpu"
     freed_memory = keep_freed_memory(training_args.cpu_keep_freed_memory) if on_cpu else None
     set_seed(training_args.seed)
     prepared = task.prepare(model_args, data_args, training_args)
