@@ -47,14 +47,19 @@ PAPER_GFLOPS = {"pvt-tiny": 1.9, "pvt-small": 3.8, "pvt-medium": 6.7, "pvt-large
 
 MODES = (
     "native", "eager", "sdpa", "bf16", "compile", "compile-bf16", "checkpointed", "aten-linear", "onednn-linear",
-    "int8", "int8-onnx",
+    "int8", "int8-onnx", "int8-static",
 )  # fmt: skip
 # backbone: the encoder's feature maps (dense sizes); segmentation: backbone + Semantic FPN.
 TASKS = ("inference", "training", "backbone", "segmentation", "segmentation-training")
 TRAINING_TASKS = ("training", "segmentation-training")
 DENSE_TASKS = ("backbone", "segmentation", "segmentation-training")
 INT8_BACKENDS = {"int8": "torch", "int8-onnx": "onnxruntime"}
+# Static int8 is the model with int8 layers, so it also runs the dense inference tasks.
+STATIC_INT8 = "int8-static"
+INFERENCE_ONLY = (*INT8_BACKENDS, STATIC_INT8)
 FORCED_LINEAR_BACKENDS = {"aten-linear": "aten", "onednn-linear": "onednn"}
+# Training images that calibrate static int8 for the top-1 agreement.
+CALIBRATION_IMAGES = 64
 # ADE20K's classes: the head width of the segmentation benchmark.
 SEGMENTATION_LABELS = 150
 # What each mode means; printed with the table and stored in the JSON.
@@ -70,6 +75,8 @@ MODE_DESCRIPTIONS = {
     "onednn-linear": f"ours, fp32, linear layers forced to oneDNN ({OVERRIDE_VARIABLE}=onednn)",
     "int8": "ours, dynamic int8 linear layers, torch.ao quantize_dynamic (inference only)",
     "int8-onnx": "ours exported to ONNX, dynamic int8 MatMuls, onnxruntime quantize_dynamic (inference only)",
+    "int8-static": "ours, static int8 (oneDNN) linear layers and strided convs, ranges calibrated on sample images "
+    "(inference only)",
 }
 
 
@@ -296,10 +303,16 @@ def _first_output(output) -> torch.Tensor:
     return output.last_hidden_state  # transformers' PvtModel
 
 
-def inference_function(mode: str, model, device: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def inference_function(
+    mode: str, model, device: str, calibration_pixel_values: torch.Tensor | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """`pixel_values -> fp32 logits (or last feature map)` of `model` run as `mode` runs it; shared by the timing and
-    the top-1 agreement, so that both measure the same thing."""
-    if mode in INT8_BACKENDS:
+    the top-1 agreement, so that both measure the same thing. `calibration_pixel_values`: for static int8."""
+    if mode == STATIC_INT8:
+        from .quantization import quantize_onednn
+
+        model = quantize_onednn(model, calibration_pixel_values)
+    elif mode in INT8_BACKENDS:
         from .quantization import int8_classifier
 
         return int8_classifier(model, INT8_BACKENDS[mode])
@@ -347,6 +360,8 @@ def build_runner(
         raise ValueError("Gradient checkpointing only changes training; use it with --tasks training.")
     if mode in INT8_BACKENDS and task != "inference":
         raise ValueError(f"{mode} is an inference path for the classifier; use it with --tasks inference.")
+    if mode == STATIC_INT8 and task in TRAINING_TASKS:
+        raise ValueError(f"{mode} is an inference path; use it with the inference, backbone or segmentation tasks.")
     if mode == "native" and task in ("segmentation", "segmentation-training"):
         raise ValueError("transformers has no PVT segmentation model; compare the backbone task instead.")
     model = _model_for(mode, task, native, config, state_dict, attention, seed)
@@ -377,7 +392,8 @@ def build_runner(
 
         runner = Runner(train_step, training_outputs if comparable else lambda: None)
     else:
-        run = inference_function(mode, model, device)
+        # Timing does not depend on the calibrated ranges: the input itself calibrates.
+        run = inference_function(mode, model, device, calibration_pixel_values=pixel_values)
         runner = Runner(lambda: run(pixel_values), (lambda: run(pixel_values)) if comparable else lambda: None)
 
     if _is_compiled(mode):
@@ -665,13 +681,16 @@ def top1_agreement(model_dir: str, modes: list[str], settings: BenchmarkSettings
     trained = PvtForImageClassification.from_pretrained(model_dir)
     config, state_dict = trained.config, trained.state_dict()
     processor = PvtImageProcessor.from_pretrained(model_dir)
-    eval_split = load_digits_splits(image_size=max(config.image_height_width)).eval
-    pixel_values = processor(images=list(eval_split["image"]), return_tensors="pt")["pixel_values"].to(device)
-    labels = torch.tensor(list(eval_split["label"]))
+    splits = load_digits_splits(image_size=max(config.image_height_width))
+    pixel_values = processor(images=list(splits.eval["image"]), return_tensors="pt")["pixel_values"].to(device)
+    labels = torch.tensor(list(splits.eval["label"]))
+    # Static int8 is calibrated on training images, never on the held-out ones it is scored on.
+    calibration_images = list(splits.train.select(range(CALIBRATION_IMAGES))["image"])
+    calibration = processor(images=calibration_images, return_tensors="pt")["pixel_values"].to(device)
 
     def probabilities(mode):
         model = _model_for(mode, "inference", None, config, state_dict, settings.attention)
-        run = inference_function(mode, model, device)
+        run = inference_function(mode, model, device, calibration_pixel_values=calibration)
         return torch.cat([run(chunk).float().softmax(-1).cpu() for chunk in pixel_values.split(64)])
 
     reference = probabilities("eager")
@@ -685,6 +704,7 @@ def top1_agreement(model_dir: str, modes: list[str], settings: BenchmarkSettings
     return {
         "model": str(model_dir),
         "eval_images": len(labels),
+        "calibration_images": CALIBRATION_IMAGES,
         "fp32_eager_accuracy": (reference.argmax(-1) == labels).float().mean().item(),
         "agreement_with_fp32_eager": agreement,
         "max_probability_error_vs_fp32_eager": probability_error,
@@ -741,6 +761,8 @@ def _modes_for(task: str, modes: list[str], height: int, width: int, trained_siz
         excluded.add("checkpointed")
     if task != "inference":
         excluded |= set(INT8_BACKENDS)
+    if task in TRAINING_TASKS:
+        excluded.add(STATIC_INT8)
     # The native model crashes at any size but the one its position embeddings were made for; as a backbone it is
     # built for the size (square only: its config has one image_size), and it has no segmentation model.
     if task in ("segmentation", "segmentation-training") or (task == "backbone" and height != width):
@@ -874,7 +896,8 @@ def format_table(results: dict) -> str:
             "",
             (
                 f"Top-1 agreement with fp32 eager, {agreement['model']}, {agreement['eval_images']} held-out digits "
-                f"(fp32 eager accuracy {agreement['fp32_eager_accuracy']:.1%}): {shares}"
+                f"(fp32 eager accuracy {agreement['fp32_eager_accuracy']:.1%}; int8-static calibrated on "
+                f"{agreement.get('calibration_images', 0)} training images): {shares}"
             ),
         ]
     lines += ["", "Modes: " + "; ".join(f"{mode} = {text}" for mode, text in results["modes"].items())]

@@ -110,7 +110,6 @@ def _has_hooks(module: nn.Module) -> bool:
 
 
 def _uses_onednn_linear(hidden_states: torch.Tensor, linear: nn.Linear, records_grad: bool) -> bool:
-    weight = linear.weight
     return (
         _HAS_ONEDNN_LINEAR
         # Adapters (PEFT's LoRA layers), quantized layers and hooks (accelerate's offloading) change what the layer
@@ -119,7 +118,7 @@ def _uses_onednn_linear(hidden_states: torch.Tensor, linear: nn.Linear, records_
         and not _has_hooks(linear)
         and hidden_states.device.type == "cpu"
         and hidden_states.dtype in (torch.float32, torch.bfloat16)
-        and hidden_states.dtype == weight.dtype
+        and hidden_states.dtype == linear.weight.dtype
         # Under autocast F.linear is what gets cast to bfloat16; the private op would silently stay in float32.
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
@@ -246,9 +245,12 @@ class PvtMlp(nn.Module):
         if rows is None:
             return self.unchunked_forward(hidden_states)
         flat_rows = hidden_states.reshape(-1, hidden_states.shape[-1])
-        output = flat_rows.new_empty(flat_rows.shape[0], self.fc2.out_features)
+        output = None
         for start in range(0, flat_rows.shape[0], rows):
-            output[start : start + rows] = self.unchunked_forward(flat_rows[start : start + rows])
+            chunk = self.unchunked_forward(flat_rows[start : start + rows])
+            # Allocated from the first chunk: the output's dtype need not be the input's (int8 layers read uint8).
+            output = chunk.new_empty(flat_rows.shape[0], chunk.shape[-1]) if output is None else output
+            output[start : start + rows] = chunk
         return output.view(*hidden_states.shape[:-1], -1)
 
     def rows_per_chunk(self, hidden_states: torch.Tensor) -> int | None:
