@@ -4,7 +4,8 @@ The choices differ by CPU kind: oneDNN's linear kernel fuses bias and GELU into 
 x86 CPUs with AVX2/AVX-512, but for training (forward + input gradient in oneDNN, weight gradient in MKL) the winner
 varies between CPU generations, so there a short measurement decides, once per process and thread count. bfloat16
 is only offered where the CPU computes it natively (AVX512_BF16 or AMX): elsewhere oneDNN emulates it and it runs
-slower than fp32. Int8 (dynamic quantization) is the recommended fast inference path where bf16 is not native.
+slower than fp32. Where bf16 is not native but int8 dot products are (VNNI), static int8 on oneDNN
+(`modeling_pvt.quantization.quantize_onednn`, calibrated on sample images) is the recommended fast inference path.
 
 Hub remote code (imported by `modeling_pvt.py`): only the standard library and torch.
 """
@@ -214,7 +215,7 @@ def describe_cpu_fast_paths() -> str:
     """Two lines for logs: the CPU and what was chosen on it."""
     capabilities, paths = detect_cpu_capabilities(), cpu_fast_paths()
     bf16 = "bf16 native (use it)" if paths.bf16 else "bf16 not native (emulated, slower than fp32: not used)"
-    int8 = "; int8 dynamic quantization recommended for inference" if paths.int8 else ""
+    int8 = "; int8 recommended for inference (static, oneDNN: quantization.quantize_onednn)" if paths.int8 else ""
     # Read by OpenMP when torch was imported; spinning waits collapse under contention (scripts set PASSIVE).
     waiting = os.environ.get("OMP_WAIT_POLICY", "unset: spinning, slow on a busy machine").lower()
     return (

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .cpu_fast_paths import detect_cpu_capabilities
 from .export import INPUT_NAME, OUTPUT_NAME, export_onnx, quantize_onnx
 from .modeling_pvt import (
     PvtBlock,
@@ -30,6 +31,7 @@ from .modeling_pvt import (
 
 BACKENDS = ("onednn", "torch", "onnxruntime")
 HAS_ONEDNN_INT8 = torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+ISAS_WITHOUT_VNNI = frozenset({"SSE41", "AVX", "AVX2", "AVX512_CORE"})
 # Images run through the fp32 model per calibration call: enough to see each activation's range, little memory.
 CALIBRATION_BATCH_SIZE = 16
 
@@ -49,12 +51,23 @@ def quantize_uint8(values: torch.Tensor, scale: float, zero_point: int) -> torch
     return shifted.clamp_(0, 255.4).to(torch.uint8)
 
 
+def int8_weight_levels() -> int:
+    """The largest |int8 weight|: 127 where oneDNN multiplies int8 with VNNI/AMX (or Arm dot products), 63 elsewhere.
+    Without VNNI its u8 x s8 products are summed in pairs into int16, which saturates unless the weights are 7-bit
+    (measured with ONEDNN_MAX_CPU_ISA=AVX2: 255 x 127 summed over 64 inputs came out as 8256 instead of 16320)."""
+    # oneDNN's ISA cap (DNNL_ is its older name) can hide VNNI from it on a CPU that has it.
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    dot_products = detect_cpu_capabilities().int8_dot_product and cap not in ISAS_WITHOUT_VNNI
+    return 127 if dot_products else 63
+
+
 def _int8_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(int8 weight, fp32 scale per output channel), symmetric: the scales map each channel's largest |w| to 127."""
+    """(int8 weight, fp32 scale per output channel), symmetric: each channel's largest |w| maps to the top level."""
+    levels = int8_weight_levels()
     weight = weight.detach().float()
-    scales = (weight.flatten(1).abs().amax(1) / 127).clamp_min(1e-12)
-    int8_weight = (weight / scales.view(-1, *[1] * (weight.ndim - 1))).round_().clamp_(-127, 127).to(torch.int8)
-    return int8_weight, scales
+    scales = (weight.flatten(1).abs().amax(1) / levels).clamp_min(1e-12)
+    int8_weight = (weight / scales.view(-1, *[1] * (weight.ndim - 1))).round_().clamp_(-levels, levels)
+    return int8_weight.to(torch.int8), scales
 
 
 class _Int8Layer(nn.Module):

@@ -2,6 +2,12 @@
 fused quantizations (LayerNorm -> uint8, fc1 + GELU -> uint8) equal quantizing the float result, and a quantized model
 of every kind keeps the model contract (outputs, attentions, hidden states, pipeline) close to fp32."""
 
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +19,7 @@ from transformers import pipeline
 
 from modeling_pvt import PvtBackbone, PvtForImageClassification, PvtForSemanticSegmentation, PvtImageProcessor
 from modeling_pvt import benchmarking, quantization
+from modeling_pvt.cpu_fast_paths import detect_cpu_capabilities
 from modeling_pvt.data import load_digits_splits
 from modeling_pvt.quantization import (
     Int8Conv2d,
@@ -55,6 +62,43 @@ def test_quantize_uint8_rounds_to_nearest_clamps_and_keeps_the_layout():
     # Random values hit no exact ties, where the two rounding rules could differ.
     assert torch.equal(quantized, reference_uint8(values, scale, zero_point))
     assert quantized.min() == 0 and quantized.max() == 255
+
+
+@pytest.mark.parametrize(
+    ("flags", "cap", "levels"),
+    [
+        ({"avx2", "avx512_vnni"}, "", 127),
+        ({"avx2", "avx_vnni"}, "", 127),
+        ({"avx2", "avx512f"}, "", 63),
+        ({"avx2", "avx512_vnni", "amx_int8"}, "avx512_core_amx", 127),
+        ({"avx2", "avx512_vnni"}, "AVX2", 63),
+        ({"avx2", "avx512_vnni"}, "AVX512_CORE", 63),
+    ],
+)
+def test_weights_are_7_bit_where_onednn_has_no_int8_dot_product(flags, cap, levels, monkeypatch):
+    capabilities = dataclasses.replace(detect_cpu_capabilities(), flags=frozenset(flags))
+    monkeypatch.setattr(quantization, "detect_cpu_capabilities", lambda: capabilities)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    assert quantization.int8_weight_levels() == levels
+
+
+# Inputs at the top of the uint8 range times weights at the top of the int8 range: what saturates int16 pair sums.
+SATURATION_CHECK = """
+import torch
+from modeling_pvt.quantization import Int8Linear
+linear = torch.nn.Linear(64, 8, bias=False)
+torch.nn.init.ones_(linear.weight)
+print(Int8Linear(linear, (0.0, 255.0))(torch.full((4, 64), 255.0))[0, 0].item())
+"""
+
+
+@pytest.mark.parametrize("isa", ["AVX2", "AVX512_CORE_VNNI"])
+def test_int8_linear_does_not_saturate_without_vnni(isa):
+    # oneDNN reads its ISA cap once per process: a fresh one per ISA.
+    environment = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", SATURATION_CHECK], env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) == pytest.approx(255 * 64, rel=1e-5)
 
 
 @pytest.mark.parametrize("gelu", [False, True])
