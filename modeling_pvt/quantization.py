@@ -19,11 +19,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .cpu_fast_paths import detect_cpu_capabilities
 from .export import INPUT_NAME, OUTPUT_NAME, export_onnx, quantize_onnx
 from .modeling_pvt import (
     PvtBlock,
+    PvtConvBatchNormRelu,
+    PvtFpnNeck,
     PvtForImageClassification,
     PvtMlp,
     PvtPatchEmbeddings,
@@ -114,12 +117,15 @@ class Int8Linear(_Int8Layer):
 
 
 class Int8Conv2d(_Int8Layer):
-    """An `nn.Conv2d` (numeric padding) on oneDNN's int8 kernel, reading its input channels-last (as the token
-    sequences already are), fp32 output."""
+    """An `nn.Conv2d` (numeric zero padding) on oneDNN's int8 kernel, reading its input channels-last (as the token
+    sequences already are), fp32 output; `relu` fuses a ReLU after it."""
 
-    def __init__(self, conv: nn.Conv2d, input_range: tuple[float, float]):
+    def __init__(self, conv: nn.Conv2d, input_range: tuple[float, float], relu: bool = False):
         super().__init__(conv, input_range)
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"Int8Conv2d needs numeric zero padding, not {conv.padding!r}/{conv.padding_mode}.")
         self.geometry = [list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups]
+        self.post_op = "relu" if relu else "none"
         self.packed_weight = torch.ops.onednn.qconv_prepack(
             self.int8_weight, self.weight_scales, self.input_scale, self.input_zero_point, *self.geometry, None
         )
@@ -128,7 +134,7 @@ class Int8Conv2d(_Int8Layer):
         feature_map = self.quantize(feature_map.contiguous(memory_format=torch.channels_last))
         return torch.ops.onednn.qconv2d_pointwise(
             feature_map, self.input_scale, self.input_zero_point, self.packed_weight, self.weight_scales,
-            self.weight_zero_points, self.bias, *self.geometry, 1.0, 0, torch.float32, "none", [], "",
+            self.weight_zero_points, self.bias, *self.geometry, 1.0, 0, torch.float32, self.post_op, [], "",
         )  # fmt: skip
 
 
@@ -181,9 +187,10 @@ def _quantize_block(block: PvtBlock, ranges: dict[str, tuple[float, float]]) -> 
 
 
 def _quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """The layers int8 replaces, by qualified name: every linear layer in the encoder's blocks, and the patch
-    embeddings' convolutions after the first stage (the first reads the pixels, whose precision uint8 would cut).
-    The classification head and the segmentation neck and head stay fp32."""
+    """The layers int8 replaces, by qualified name: every linear layer in the encoder's blocks, the patch embeddings'
+    convolutions after the first stage (the first reads the pixels, whose precision uint8 would cut), and the Semantic
+    FPN's convolutions but its classifier. The attention's reduction convs read what `q` reads, so they are calibrated
+    with it. The classification head and the segmentation classifier stay fp32."""
     layers = {}
     for name, module in model.named_modules():
         if isinstance(module, PvtBlock):
@@ -191,6 +198,11 @@ def _quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
             layers.update({f"{name}.{inner}": layer for inner, layer in linears.items()})
         elif isinstance(module, PvtPatchEmbeddings) and module.proj.in_channels != model.config.num_channels:
             layers[f"{name}.proj"] = module.proj
+        elif isinstance(module, PvtFpnNeck):
+            convs = {inner: conv for inner, conv in module.named_modules() if type(conv) is nn.Conv2d}
+            layers.update({f"{name}.{inner}": conv for inner, conv in convs.items()})
+        elif isinstance(module, PvtConvBatchNormRelu):
+            layers[f"{name}.conv"] = module.conv
     return layers
 
 
@@ -234,9 +246,16 @@ def quantize_onednn(model: nn.Module, calibration_pixel_values: torch.Tensor) ->
     for name, module in list(model.named_modules()):
         if isinstance(module, PvtBlock):
             prefix = f"{name}."
-            _quantize_block(module, {key[len(prefix) :]: value for key, value in ranges.items() if key.startswith(prefix)})
-        elif isinstance(module, PvtPatchEmbeddings) and f"{name}.proj" in ranges:
-            module.proj = Int8Conv2d(module.proj, ranges[f"{name}.proj"])
+            block_ranges = {key[len(prefix) :]: value for key, value in ranges.items() if key.startswith(prefix)}
+            _quantize_block(module, block_ranges)
+        elif isinstance(module, PvtConvBatchNormRelu):
+            # Inference BatchNorm is a per-channel affine map: folded into the conv, whose kernel then applies ReLU.
+            folded = fuse_conv_bn_eval(module.conv, module.batch_norm)
+            module.conv = Int8Conv2d(folded, ranges[f"{name}.conv"], relu=True)
+            module.batch_norm, module.activation = nn.Identity(), nn.Identity()
+        elif type(module) is nn.Conv2d and name in ranges and model.get_submodule(name) is module:
+            parent_name, _, child_name = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child_name, Int8Conv2d(module, ranges[name]))
     return model
 
 
