@@ -25,6 +25,7 @@ from .conversion import read_pvt_config
 from .data import DataError, DatasetArguments, LabeledSplits, make_transform, processor_size
 from .image_processing_pvt import EVAL_CROP_FRACTION, PvtImageProcessor
 from .modeling_pvt import PvtForImageClassification
+from .quantization import calibration_subset, describe_int8, quantize_on_dataset
 from .segmentation_evaluation import (
     SegmentationEvaluationArguments,
     evaluate_segmentation,
@@ -68,6 +69,15 @@ class EvaluationArguments:
         },
     )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N images."})
+    int8: bool = field(
+        default=False,
+        metadata={
+            "help": "Evaluate the static int8 model (modeling_pvt.quantization.quantize_onednn, oneDNN) instead of "
+            "fp32, calibrated on the first --calibration_images images of the training split (never on the evaluated "
+            "ones). Without --output_dir the results go to outputs/eval/<model>-int8, beside the fp32 ones."
+        },
+    )
+    calibration_images: int = field(default=64, metadata={"help": "Training images that calibrate --int8."})
 
 
 @dataclass
@@ -189,9 +199,11 @@ def per_class_accuracy(predicted: np.ndarray, references: np.ndarray, label_name
     }
 
 
-def default_output_dir(model_name_or_path: str) -> Path:
-    """outputs/eval/<the model path or repo id with separators replaced>, e.g. outputs/eval/outputs--run--model."""
-    return Path("outputs") / "eval" / re.sub(r"[^\w.-]+", "--", model_name_or_path.strip("/"))
+def default_output_dir(model_name_or_path: str, int8: bool = False) -> Path:
+    """outputs/eval/<the model path or repo id with separators replaced>[-int8], e.g. outputs/eval/outputs--run--model:
+    an int8 evaluation never overwrites the fp32 one."""
+    name = re.sub(r"[^\w.-]+", "--", model_name_or_path.strip("/"))
+    return Path("outputs") / "eval" / (f"{name}-int8" if int8 else name)
 
 
 def evaluate_checkpoint(arguments: EvaluationArguments, data: DatasetArguments) -> dict:
@@ -219,8 +231,13 @@ def evaluate_checkpoint(arguments: EvaluationArguments, data: DatasetArguments) 
 
     model_ids = np.asarray(dataset_to_model_ids(splits.label_names, model.config))
     model_labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    transformed = eval_split.with_transform(make_transform(processor, len(splits.label_names)))
-    ranked, dataset_references = predict(model, transformed, arguments.batch_size)
+    transform = make_transform(processor, len(splits.label_names))
+    precision = "fp32"
+    if arguments.int8:
+        calibration = calibration_subset(splits.train, arguments.calibration_images)
+        model = quantize_on_dataset(model, calibration.with_transform(transform), _collate, arguments.batch_size)
+        precision = describe_int8(len(calibration))
+    ranked, dataset_references = predict(model, eval_split.with_transform(transform), arguments.batch_size)
     references = model_ids[dataset_references]
 
     metric = evaluate.load(str(ACCURACY_METRIC_PATH))
@@ -231,10 +248,11 @@ def evaluate_checkpoint(arguments: EvaluationArguments, data: DatasetArguments) 
         "dataset": splits.source,
         "num_images": len(references),
         "resolution": [height, width],
+        "precision": precision,
         **scores,
         "per_class_accuracy": per_class_accuracy(ranked[:, 0], references, model_labels),
     }
-    output_dir = Path(arguments.output_dir or default_output_dir(arguments.model_name_or_path))
+    output_dir = Path(arguments.output_dir or default_output_dir(arguments.model_name_or_path, arguments.int8))
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
     present = sorted(set(references.tolist()) | set(ranked[:, 0].tolist()))
@@ -253,7 +271,7 @@ def format_report(results: dict) -> str:
     lines = [
         (
             f"{results['model']} on {results['dataset']} ({results['num_images']} images at "
-            f"{results['resolution'][0]}x{results['resolution'][1]}):"
+            f"{results['resolution'][0]}x{results['resolution'][1]}, {results['precision']}):"
         ),
         f"  accuracy {results['accuracy']:.2%}"
         + (f", top-5 {results['top5_accuracy']:.2%}" if "top5_accuracy" in results else ""),
@@ -286,7 +304,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"--batch_size must be at least 1 (got {arguments.batch_size}).")
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     config = read_pvt_config(arguments.model_name_or_path)
-    output_dir = Path(arguments.output_dir or default_output_dir(arguments.model_name_or_path))
+    output_dir = Path(arguments.output_dir or default_output_dir(arguments.model_name_or_path, arguments.int8))
     if is_segmentation_checkpoint(config):
         if arguments.resolution is not None:
             raise ValueError(
@@ -300,6 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
             output_dir,
             arguments.batch_size,
             arguments.max_eval_samples,
+            arguments,
         )
         print(format_segmentation_report(results), flush=True)
         return results

@@ -13,7 +13,7 @@ import contextlib
 import copy
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .cpu_fast_paths import detect_cpu_capabilities
+from .data import DataError
 from .export import INPUT_NAME, OUTPUT_NAME, export_onnx, quantize_onnx
 from .modeling_pvt import (
     PvtBlock,
@@ -206,8 +207,22 @@ def _quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
     return layers
 
 
-def calibrate_input_ranges(model: nn.Module, pixel_values: torch.Tensor) -> dict[str, tuple[float, float]]:
-    """(min, max) of the input of every layer int8 replaces, over `pixel_values` run through the fp32 model."""
+def calibration_batches(pixel_values: torch.Tensor | Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """Calibration images as fp32 batches: one tensor of same-size images (split into batches), or batches already
+    made (images of different sizes, padded per batch as the data's collator does)."""
+    if isinstance(pixel_values, torch.Tensor):
+        pixel_values = pixel_values.split(CALIBRATION_BATCH_SIZE)
+    batches = [batch.float() for batch in pixel_values if len(batch)]
+    if not batches:
+        raise ValueError("Static int8 quantization needs calibration images; none were given.")
+    return batches
+
+
+def calibrate_input_ranges(
+    model: nn.Module, pixel_values: torch.Tensor | Iterable[torch.Tensor]
+) -> dict[str, tuple[float, float]]:
+    """(min, max) of the input of every layer int8 replaces, over `pixel_values` (see `calibration_batches`) run
+    through the fp32 model."""
     ranges = {}
 
     def record(name):
@@ -221,27 +236,26 @@ def calibrate_input_ranges(model: nn.Module, pixel_values: torch.Tensor) -> dict
     handles = [layer.register_forward_pre_hook(record(name)) for name, layer in _quantized_layers(model).items()]
     try:
         with torch.inference_mode():
-            for chunk in pixel_values.split(CALIBRATION_BATCH_SIZE):
-                model(chunk)
+            for batch in calibration_batches(pixel_values):
+                model(batch)
     finally:
         for handle in handles:
             handle.remove()
     return ranges
 
 
-def quantize_onednn(model: nn.Module, calibration_pixel_values: torch.Tensor) -> nn.Module:
+def quantize_onednn(model: nn.Module, calibration_pixel_values: torch.Tensor | Iterable[torch.Tensor]) -> nn.Module:
     """A copy of `model` (any of our PVT models) for int8 inference on oneDNN: the layers `_quantized_layers` names
     run oneDNN's static int8 kernels, with activation ranges calibrated on `calibration_pixel_values` (a few dozen
-    images like the ones it will see, never the ones it is evaluated on)."""
+    images like the ones it will see, never the ones it is evaluated on; one tensor or a list of batches)."""
     if not HAS_ONEDNN_INT8:
         raise ValueError(
             "This PyTorch build has no oneDNN int8 kernels (torch.ops.onednn.qlinear_pointwise); use the 'torch' or "
             "'onnxruntime' int8 backend."
         )
-    if len(calibration_pixel_values) == 0:
-        raise ValueError("Static int8 quantization needs calibration images; none were given.")
+    batches = calibration_batches(calibration_pixel_values)
     model = copy.deepcopy(model).eval().float()
-    ranges = calibrate_input_ranges(model, calibration_pixel_values.float())
+    ranges = calibrate_input_ranges(model, batches)
 
     for name, module in list(model.named_modules()):
         if isinstance(module, PvtBlock):
@@ -257,6 +271,29 @@ def quantize_onednn(model: nn.Module, calibration_pixel_values: torch.Tensor) ->
             parent_name, _, child_name = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child_name, Int8Conv2d(module, ranges[name]))
     return model
+
+
+def calibration_subset(train_split, count: int):
+    """The first `count` images of `train_split`, which calibrate `scripts/evaluate.py --int8`."""
+    if count < 1:
+        raise ValueError(f"--calibration_images must be at least 1 (got {count}).")
+    if train_split is None or len(train_split) == 0:
+        raise DataError(
+            "--int8 calibrates on training images, and this data has no training split: pass --train_dir (or a "
+            "--dataset_name with a train split) next to the evaluation data."
+        )
+    return train_split.select(range(min(count, len(train_split))))
+
+
+def quantize_on_dataset(model: nn.Module, calibration_dataset, collate, batch_size: int) -> nn.Module:
+    """`quantize_onednn` calibrated on a dataset already prepared by the evaluation transform, batched by `collate`
+    (which pads images of different sizes, as evaluation does)."""
+    loader = torch.utils.data.DataLoader(calibration_dataset, batch_size=batch_size, collate_fn=collate)
+    return quantize_onednn(model, [batch["pixel_values"] for batch in loader])
+
+
+def describe_int8(calibration_images: int) -> str:
+    return f"int8 (static, oneDNN; calibrated on {calibration_images} training images)"
 
 
 def quantize_torch(model: nn.Module) -> nn.Module:

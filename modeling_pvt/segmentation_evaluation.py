@@ -23,6 +23,7 @@ from .data import DataError, DatasetArguments
 from .image_processing_pvt import PvtImageProcessor
 from .modeling_pvt import PvtForSemanticSegmentation
 from .pictures import plot_predictions
+from .quantization import calibration_subset, describe_int8, quantize_on_dataset
 from .segmentation_data import IGNORE_INDEX, SegmentationDataArguments, SegmentationSplits
 from .segmentation_metrics import StreamingMeanIoU, class_metric_key, nan_to_none
 from .segmentation_transforms import SegmentationCollator, with_segmentation_transforms
@@ -97,11 +98,14 @@ def _processor(model_name_or_path: str) -> PvtImageProcessor:
         return PvtImageProcessor.for_segmentation()
 
 
-def load_eval_split(data: DatasetArguments, options: SegmentationEvaluationArguments) -> SegmentationSplits:
-    """The held-out split the fine-tuning script would evaluate on with the same data flags."""
+def load_eval_split(
+    data: DatasetArguments, options: SegmentationEvaluationArguments, train_canvases: int = 0
+) -> SegmentationSplits:
+    """The held-out split the fine-tuning script would evaluate on with the same data flags (and `train_canvases`
+    training canvases where the data is the grid digits)."""
     shared = {flag.name: getattr(data, flag.name) for flag in dataclasses.fields(DatasetArguments)}
     arguments = SegmentationDataArguments(**shared, **dataclasses.asdict(options))
-    return arguments.load(grid_train_canvases=0)
+    return arguments.load(grid_train_canvases=train_canvases)
 
 
 @torch.inference_mode()
@@ -131,23 +135,32 @@ def evaluate_segmentation(
     output_dir: Path,
     batch_size: int,
     max_eval_samples: int | None = None,
+    evaluation_arguments=None,
 ) -> dict:
-    """Scores a segmentation checkpoint, writes eval_results.json and predictions.png, and returns the results."""
+    """Scores a segmentation checkpoint (int8 when `evaluation_arguments.int8`), writes eval_results.json and
+    predictions.png, and returns the results."""
+    int8 = evaluation_arguments is not None and evaluation_arguments.int8
     model = PvtForSemanticSegmentation.from_pretrained(model_name_or_path).eval()
     processor = _processor(model_name_or_path)
-    splits = load_eval_split(data, options)
+    splits = load_eval_split(data, options, evaluation_arguments.calibration_images if int8 else 0)
     label_names = segmentation_label_names(splits.label_names, model.config)
     evaluation = splits.eval
     if max_eval_samples is not None:
         evaluation = evaluation.select(range(min(max_eval_samples, len(evaluation))))
     eval_scale = tuple(options.eval_scale) if options.eval_scale else None
-    transformed = with_segmentation_transforms(
-        SegmentationSplits(None, evaluation, label_names, splits.source, splits.do_reduce_labels),
-        processor,
-        None,
-        eval_scale,
-        options.size_divisor,
-    ).eval
+
+    def evaluation_transform(split):
+        """The eval transform (resize, pad to size_divisor, normalise), applied to any split."""
+        prepared = SegmentationSplits(None, split, label_names, splits.source, splits.do_reduce_labels)
+        return with_segmentation_transforms(prepared, processor, None, eval_scale, options.size_divisor).eval
+
+    transformed = evaluation_transform(evaluation)
+    precision = "fp32"
+    if int8:
+        calibration = calibration_subset(splits.train, evaluation_arguments.calibration_images)
+        collate = SegmentationCollator(ignore_index=IGNORE_INDEX)
+        model = quantize_on_dataset(model, evaluation_transform(calibration), collate, batch_size)
+        precision = describe_int8(len(calibration))
     scores = score(model, transformed, label_names, batch_size)
     results = {
         "model": model_name_or_path,
@@ -155,6 +168,7 @@ def evaluate_segmentation(
         "num_images": len(evaluation),
         "eval_scale": options.eval_scale,
         "size_divisor": options.size_divisor,
+        "precision": precision,
         "mean_iou": scores["mean_iou"],
         "overall_accuracy": scores["overall_accuracy"],
         "mean_accuracy": scores["mean_accuracy"],
@@ -173,7 +187,8 @@ def format_segmentation_report(results: dict) -> str:
     scale = describe_scale(results["eval_scale"], results["size_divisor"])
     accuracy = f"pixel accuracy {results['overall_accuracy']:.2%} (ignored pixels excluded)"
     lines = [
-        f"{results['model']} on {results['dataset']} ({results['num_images']} images, {scale}):",
+        f"{results['model']} on {results['dataset']} ({results['num_images']} images, {scale}, "
+        f"{results['precision']}):",
         f"  mean IoU {results['mean_iou']:.3f}, {accuracy}, mean class accuracy {results['mean_accuracy']:.2%}",
         "  IoU per class:",
         *(f"    {name:<{width}}  {'-' if value is None else f'{value:.3f}'}" for name, value in per_class.items()),

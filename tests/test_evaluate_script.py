@@ -27,6 +27,7 @@ from modeling_pvt import (
 from modeling_pvt.cli import run_cli
 from modeling_pvt.data import DataError
 from modeling_pvt.evaluation import dataset_to_model_ids, default_output_dir, main
+from modeling_pvt.quantization import HAS_ONEDNN_INT8
 from modeling_pvt.segmentation_evaluation import segmentation_label_names
 from modeling_pvt.segmentation_metrics import class_metric_key
 
@@ -273,3 +274,45 @@ def test_segmentation_on_a_hub_layout_dataset_with_reduced_labels(tmp_path, caps
     assert written["num_images"] == 3 and written["eval_scale"] == [96, 48]
     assert set(written["per_class_iou"]) == set(CLASS_NAMES)
     assert "rescaled to fit 96x48, sides multiples of 32" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------------------------ int8
+
+
+@pytest.mark.skipif(not HAS_ONEDNN_INT8, reason="this PyTorch has no oneDNN int8 kernels")
+def test_int8_evaluation_calibrates_on_training_images_and_keeps_the_fp32_results(tmp_path, capsys, monkeypatch):
+    model_dir = _save_classifier(tmp_path / "model")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--model_name_or_path", str(model_dir), "--max_eval_samples", "60"]
+    fp32 = main(argv)
+    int8 = main([*argv, "--int8", "--calibration_images", "24"])
+
+    assert fp32["precision"] == "fp32"
+    assert int8["precision"] == "int8 (static, oneDNN; calibrated on 24 training images)"
+    # Its own folder: the fp32 evaluation is not overwritten.
+    assert Path(int8["output_dir"]) == default_output_dir(str(model_dir), int8=True) != Path(fp32["output_dir"])
+    assert read_json(Path(fp32["output_dir"]) / "eval_results.json")["precision"] == "fp32"
+    assert abs(int8["accuracy"] - fp32["accuracy"]) <= 0.1
+    assert "60 images at 32x32, int8 (static, oneDNN; calibrated on 24 training images)" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(not HAS_ONEDNN_INT8, reason="this PyTorch has no oneDNN int8 kernels")
+def test_int8_segmentation_evaluation_tracks_fp32(tmp_path, capsys):
+    model_dir = _save_segmenter(tmp_path / "model")
+    train_dir = make_mask_folder(tmp_path / "train", count=3)
+    validation_dir = make_mask_folder(tmp_path / "val", count=3)
+    argv = ["--model_name_or_path", str(model_dir), "--validation_dir", str(validation_dir)]
+    argv += ["--train_dir", str(train_dir)]
+    fp32 = main([*argv, "--output_dir", str(tmp_path / "fp32")])
+    int8 = main([*argv, "--output_dir", str(tmp_path / "int8"), "--int8"])
+    assert int8["precision"] == "int8 (static, oneDNN; calibrated on 3 training images)"
+    assert int8["mean_iou"] == pytest.approx(fp32["mean_iou"], abs=0.1)
+    assert "int8 (static, oneDNN; calibrated on 3 training images)" in capsys.readouterr().out
+
+    # No training split to calibrate on, or nothing asked to calibrate on: one error line naming the fix.
+    assert run_cli(main, [*argv[:4], "--int8"]) == 1  # --validation_dir alone
+    assert "--int8 calibrates on training images, and this data has no training split: pass --train_dir" in (
+        one_error_line(capsys)
+    )
+    assert run_cli(main, [*argv, "--int8", "--calibration_images", "0"]) == 1
+    assert "--calibration_images must be at least 1 (got 0)" in one_error_line(capsys)
