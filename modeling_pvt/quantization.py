@@ -4,8 +4,9 @@ behind one function, all with int8 weights per output channel and uint8 activati
   block's linear layers, the attention's reduction convs and the later stages' patch-embedding convs run oneDNN's
   int8 kernels. Quantization is fused where the data already passes: each LayerNorm writes uint8 for the layers
   after it, and `fc1` applies the GELU and writes the MLP's wide hidden activation as uint8 for `fc2` (a quarter of
-  the largest tensor's memory traffic, and no quantization pass). Attention, the normalisations, the first patch
-  embedding and the heads stay fp32.
+  the largest tensor's memory traffic, and no quantization pass). The Semantic FPN's convolutions run int8 too
+  (BatchNorm folded, ReLU fused). Attention, the normalisations, the first patch embedding, the classification head
+  and the segmentation classifier stay fp32.
 - "torch": PyTorch's dynamic `quantize_dynamic` of the linear layers (activation ranges measured per call).
 - "onnxruntime": ONNX Runtime's dynamic `quantize_dynamic` of the MatMuls in the exported ONNX file."""
 
@@ -81,10 +82,16 @@ class _Int8Layer(nn.Module):
 
     def __init__(self, layer: nn.Module, input_range: tuple[float, float]):
         super().__init__()
-        self.int8_weight, self.weight_scales = _int8_weight(layer.weight)
+        self.input_scale, self.input_zero_point = uint8_quantization(*input_range)
+        int8_weight, self.weight_scales = _int8_weight(layer.weight)
+        self.weight_shape = tuple(int8_weight.shape)
+        # An opaque oneDNN tensor in the kernel's blocked layout.
+        self.packed_weight = self.pack(int8_weight, layer)
         self.weight_zero_points = torch.zeros(len(self.weight_scales), dtype=torch.int64)
         self.bias = None if layer.bias is None else layer.bias.detach().float().clone()
-        self.input_scale, self.input_zero_point = uint8_quantization(*input_range)
+
+    def pack(self, int8_weight: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+        raise NotImplementedError
 
     @property
     def input_quantization(self) -> tuple[float, int, torch.dtype]:
@@ -96,7 +103,7 @@ class _Int8Layer(nn.Module):
         return quantize_uint8(values, self.input_scale, self.input_zero_point)
 
     def extra_repr(self) -> str:
-        return f"weight={tuple(self.int8_weight.shape)}, input_scale={self.input_scale:.3g}"
+        return f"weight={self.weight_shape}, input_scale={self.input_scale:.3g}"
 
 
 class Int8Linear(_Int8Layer):
@@ -106,7 +113,9 @@ class Int8Linear(_Int8Layer):
     def __init__(self, linear: nn.Linear, input_range: tuple[float, float]):
         super().__init__(linear, input_range)
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.packed_weight = torch.ops.onednn.qlinear_prepack(self.int8_weight, None)
+
+    def pack(self, int8_weight: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+        return torch.ops.onednn.qlinear_prepack(int8_weight, None)
 
     def forward(self, hidden_states: torch.Tensor, gelu: bool = False, output_quantization=None) -> torch.Tensor:
         output_scale, output_zero_point, output_dtype = output_quantization or (1.0, 0, torch.float32)
@@ -117,18 +126,24 @@ class Int8Linear(_Int8Layer):
         )  # fmt: skip
 
 
+def _geometry(conv: nn.Conv2d) -> list:
+    return [list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups]
+
+
 class Int8Conv2d(_Int8Layer):
     """An `nn.Conv2d` (numeric zero padding) on oneDNN's int8 kernel, reading its input channels-last (as the token
     sequences already are), fp32 output; `relu` fuses a ReLU after it."""
 
     def __init__(self, conv: nn.Conv2d, input_range: tuple[float, float], relu: bool = False):
-        super().__init__(conv, input_range)
         if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError(f"Int8Conv2d needs numeric zero padding, not {conv.padding!r}/{conv.padding_mode}.")
-        self.geometry = [list(conv.stride), list(conv.padding), list(conv.dilation), conv.groups]
+        super().__init__(conv, input_range)
+        self.geometry = _geometry(conv)
         self.post_op = "relu" if relu else "none"
-        self.packed_weight = torch.ops.onednn.qconv_prepack(
-            self.int8_weight, self.weight_scales, self.input_scale, self.input_zero_point, *self.geometry, None
+
+    def pack(self, int8_weight: torch.Tensor, layer: nn.Conv2d) -> torch.Tensor:
+        return torch.ops.onednn.qconv_prepack(
+            int8_weight, self.weight_scales, self.input_scale, self.input_zero_point, *_geometry(layer), None
         )
 
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
