@@ -56,7 +56,6 @@ DENSE_TASKS = ("backbone", "segmentation", "segmentation-training")
 INT8_BACKENDS = {"int8": "torch", "int8-onnx": "onnxruntime"}
 # Static int8 is the model with int8 layers, so it also runs the dense inference tasks.
 STATIC_INT8 = "int8-static"
-INFERENCE_ONLY = (*INT8_BACKENDS, STATIC_INT8)
 FORCED_LINEAR_BACKENDS = {"aten-linear": "aten", "onednn-linear": "onednn"}
 # Training images that calibrate static int8 for the top-1 agreement.
 CALIBRATION_IMAGES = 64
@@ -75,8 +74,8 @@ MODE_DESCRIPTIONS = {
     "onednn-linear": f"ours, fp32, linear layers forced to oneDNN ({OVERRIDE_VARIABLE}=onednn)",
     "int8": "ours, dynamic int8 linear layers, torch.ao quantize_dynamic (inference only)",
     "int8-onnx": "ours exported to ONNX, dynamic int8 MatMuls, onnxruntime quantize_dynamic (inference only)",
-    "int8-static": "ours, static int8 (oneDNN) linear layers and strided convs, ranges calibrated on sample images "
-    "(inference only)",
+    "int8-static": "ours, static int8 on oneDNN (block linears, strided convs, Semantic FPN convs), ranges calibrated "
+    "on sample images (inference only)",
 }
 
 
@@ -897,7 +896,7 @@ def format_table(results: dict) -> str:
             (
                 f"Top-1 agreement with fp32 eager, {agreement['model']}, {agreement['eval_images']} held-out digits "
                 f"(fp32 eager accuracy {agreement['fp32_eager_accuracy']:.1%}; int8-static calibrated on "
-                f"{agreement.get('calibration_images', 0)} training images): {shares}"
+                f"{agreement['calibration_images']} training images): {shares}"
             ),
         ]
     lines += ["", "Modes: " + "; ".join(f"{mode} = {text}" for mode, text in results["modes"].items())]

@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
             output_dir,
             arguments.batch_size,
             arguments.max_eval_samples,
-            arguments,
+            arguments.calibration_images if arguments.int8 else None,
         )
         print(format_segmentation_report(results), flush=True)
         return results

@@ -135,14 +135,14 @@ def evaluate_segmentation(
     output_dir: Path,
     batch_size: int,
     max_eval_samples: int | None = None,
-    evaluation_arguments=None,
+    int8_calibration_images: int | None = None,
 ) -> dict:
-    """Scores a segmentation checkpoint (int8 when `evaluation_arguments.int8`), writes eval_results.json and
-    predictions.png, and returns the results."""
-    int8 = evaluation_arguments is not None and evaluation_arguments.int8
+    """Scores a segmentation checkpoint (its static int8 copy, calibrated on that many training images, when
+    `int8_calibration_images` is given), writes eval_results.json and predictions.png, and returns the results."""
+    int8 = int8_calibration_images is not None
     model = PvtForSemanticSegmentation.from_pretrained(model_name_or_path).eval()
     processor = _processor(model_name_or_path)
-    splits = load_eval_split(data, options, evaluation_arguments.calibration_images if int8 else 0)
+    splits = load_eval_split(data, options, int8_calibration_images or 0)
     label_names = segmentation_label_names(splits.label_names, model.config)
     evaluation = splits.eval
     if max_eval_samples is not None:
@@ -157,7 +157,7 @@ def evaluate_segmentation(
     transformed = evaluation_transform(evaluation)
     precision = "fp32"
     if int8:
-        calibration = calibration_subset(splits.train, evaluation_arguments.calibration_images)
+        calibration = calibration_subset(splits.train, int8_calibration_images)
         collate = SegmentationCollator(ignore_index=IGNORE_INDEX)
         model = quantize_on_dataset(model, evaluation_transform(calibration), collate, batch_size)
         precision = describe_int8(len(calibration))
