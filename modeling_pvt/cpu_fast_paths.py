@@ -6,6 +6,8 @@ varies between CPU generations, so there a short measurement decides, once per p
 is only offered where the CPU computes it natively (AVX512_BF16 or AMX): elsewhere oneDNN emulates it and it runs
 slower than fp32. Where bf16 is not native but int8 dot products are (VNNI), static int8 on oneDNN
 (`modeling_pvt.quantization.quantize_onednn`, calibrated on sample images) is the recommended fast inference path.
+The libraries' ISA caps (`ONEDNN_MAX_CPU_ISA`, `MKL_ENABLE_INSTRUCTIONS`, `ATEN_CPU_CAPABILITY`) count as the CPU's
+limits: under them a newer CPU computes like an older one, which is also how other CPU kinds are measured on one.
 
 Hub remote code (imported by `modeling_pvt.py`): only the standard library and torch.
 """
@@ -25,6 +27,15 @@ ONEDNN, ATEN = "onednn", "aten"
 ONEDNN_MARGIN = 0.85
 # Which linear backend to use regardless of the CPU: "onednn" or "aten" (for A/B measurements and bug reports).
 OVERRIDE_VARIABLE = "PVT_LINEAR_BACKEND"
+# The variables that cap each library's instruction set, per library (oneDNN's older name is DNNL_).
+ISA_CAP_VARIABLES = (
+    ("oneDNN", ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")),
+    ("MKL", ("MKL_ENABLE_INSTRUCTIONS",)),
+    ("ATen", ("ATEN_CPU_CAPABILITY",)),
+)
+# oneDNN ISA levels below the first with int8 dot products (VNNI) and below the first with bf16 arithmetic.
+ONEDNN_ISAS_WITHOUT_VNNI = frozenset({"SSE41", "AVX", "AVX2", "AVX512_CORE"})
+ONEDNN_ISAS_WITHOUT_BF16 = ONEDNN_ISAS_WITHOUT_VNNI | {"AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE_VNNI"}
 
 
 @dataclass(frozen=True)
@@ -36,24 +47,33 @@ class CpuCapabilities:
     # torch.backends.cpu.get_cpu_capability(): the vector ISA ATen's kernels were dispatched to ("AVX512", "AVX2").
     torch_capability: str
     has_onednn_linear: bool
+    # ((library, ISA), ...) for each library whose instruction set is capped in this process's environment.
+    isa_caps: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_x86(self) -> bool:
         return self.architecture in ("x86_64", "amd64", "i686")
 
     @property
+    def onednn_isa_cap(self) -> str:
+        return dict(self.isa_caps).get("oneDNN", "").upper()
+
+    @property
     def native_bf16(self) -> bool:
         # aarch64 lists BF16 instructions as "bf16" among its Features.
-        return bool(self.flags & {"avx512_bf16", "amx_bf16", "bf16"})
+        has_bf16 = bool(self.flags & {"avx512_bf16", "amx_bf16", "bf16"})
+        return has_bf16 and self.onednn_isa_cap not in ONEDNN_ISAS_WITHOUT_BF16
 
     @property
     def int8_dot_product(self) -> bool:
-        return bool(self.flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
+        has_dot_products = bool(self.flags & {"avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm"})
+        return has_dot_products and self.onednn_isa_cap not in ONEDNN_ISAS_WITHOUT_VNNI
 
     def summary(self) -> str:
         features = [flag for flag in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
                                       "amx_int8", "asimddp", "bf16") if flag in self.flags]  # fmt: skip
-        return f"{self.model_name} ({self.vendor}; {', '.join(features) or 'no AVX2/AVX-512/VNNI/bf16'})"
+        caps = "".join(f"; {library} capped at {isa}" for library, isa in self.isa_caps)
+        return f"{self.model_name} ({self.vendor}; {', '.join(features) or 'no AVX2/AVX-512/VNNI/bf16'}{caps})"
 
 
 @dataclass(frozen=True)
@@ -98,7 +118,17 @@ def detect_cpu_capabilities() -> CpuCapabilities:
         flags=flags,
         torch_capability=torch.backends.cpu.get_cpu_capability(),
         has_onednn_linear=torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise"),
+        isa_caps=isa_caps_from(os.environ),
     )
+
+
+def isa_caps_from(environment) -> tuple[tuple[str, str], ...]:
+    caps = []
+    for library, variables in ISA_CAP_VARIABLES:
+        isa = next((environment[name] for name in variables if environment.get(name)), None)
+        if isa:
+            caps.append((library, isa.upper()))
+    return tuple(caps)
 
 
 def inference_linear_backend(capabilities: CpuCapabilities) -> str:

@@ -36,7 +36,6 @@ from .modeling_pvt import (
 
 BACKENDS = ("onednn", "torch", "onnxruntime")
 HAS_ONEDNN_INT8 = torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
-ISAS_WITHOUT_VNNI = frozenset({"SSE41", "AVX", "AVX2", "AVX512_CORE"})
 # Images run through the fp32 model per calibration call: enough to see each activation's range, little memory.
 CALIBRATION_BATCH_SIZE = 16
 
@@ -60,10 +59,8 @@ def int8_weight_levels() -> int:
     """The largest |int8 weight|: 127 where oneDNN multiplies int8 with VNNI/AMX (or Arm dot products), 63 elsewhere.
     Without VNNI its u8 x s8 products are summed in pairs into int16, which saturates unless the weights are 7-bit
     (measured with ONEDNN_MAX_CPU_ISA=AVX2: 255 x 127 summed over 64 inputs came out as 8256 instead of 16320)."""
-    # oneDNN's ISA cap (DNNL_ is its older name) can hide VNNI from it on a CPU that has it.
-    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
-    dot_products = detect_cpu_capabilities().int8_dot_product and cap not in ISAS_WITHOUT_VNNI
-    return 127 if dot_products else 63
+    # detect_cpu_capabilities counts oneDNN's ISA cap, which can hide VNNI from it on a CPU that has it.
+    return 127 if detect_cpu_capabilities().int8_dot_product else 63
 
 
 def _int8_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

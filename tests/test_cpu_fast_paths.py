@@ -10,6 +10,7 @@ from modeling_pvt.cpu_fast_paths import (
     ONEDNN,
     CpuCapabilities,
     choose_fast_paths,
+    isa_caps_from,
     read_cpuinfo,
 )
 from modeling_pvt.modeling_pvt import fast_linear
@@ -30,8 +31,10 @@ CPU implementer\t: 0x41
 """
 
 
-def capabilities(vendor="GenuineIntel", flags=("avx2", "avx512f"), torch_capability="AVX512", onednn=True, arch="x86_64"):
-    return CpuCapabilities(vendor, "test CPU", arch, frozenset(flags), torch_capability, onednn)
+def capabilities(
+    vendor="GenuineIntel", flags=("avx2", "avx512f"), torch_capability="AVX512", onednn=True, arch="x86_64", caps=()
+):
+    return CpuCapabilities(vendor, "test CPU", arch, frozenset(flags), torch_capability, onednn, caps)
 
 
 def never_measured():
@@ -67,6 +70,38 @@ def test_native_bf16_only_with_avx512_bf16_or_amx():
         paths = choose_fast_paths(capabilities(flags=("avx512f", "avx512_vnni", flag)), lambda: {ONEDNN: 1, ATEN: 1})
         # Where bf16 is native it is the faster low-precision path, so int8 is not the recommendation there.
         assert paths.bf16 and not paths.int8
+
+
+def test_isa_caps_are_read_from_the_environment():
+    environment = {"DNNL_MAX_CPU_ISA": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": ""}
+    assert isa_caps_from(environment) == (("oneDNN", "AVX2"), ("MKL", "AVX2"))
+    # The current name wins over the older one.
+    assert isa_caps_from({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI", "DNNL_MAX_CPU_ISA": "AVX2"}) == (
+        ("oneDNN", "AVX512_CORE_VNNI"),
+    )
+    assert isa_caps_from({}) == ()
+
+
+@pytest.mark.parametrize(
+    ("cap", "bf16", "int8"),
+    [
+        ("", True, False),
+        ("AVX512_CORE_AMX", True, False),
+        ("AVX512_CORE_BF16", True, False),
+        # A Cascade Lake's oneDNN: VNNI but no bf16 arithmetic (bf16 would be emulated), so int8 is the fast path.
+        ("AVX512_CORE_VNNI", False, True),
+        ("AVX2_VNNI", False, True),
+        # A Skylake's or Haswell's: neither.
+        ("AVX512_CORE", False, False),
+        ("AVX2", False, False),
+    ],
+)
+def test_a_capped_onednn_counts_as_the_older_cpu(cap, bf16, int8):
+    emerald_rapids = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    cpu = capabilities(flags=emerald_rapids, caps=isa_caps_from({"ONEDNN_MAX_CPU_ISA": cap}))
+    paths = choose_fast_paths(cpu, lambda: {ONEDNN: 1, ATEN: 1})
+    assert (cpu.native_bf16, cpu.int8_dot_product and not bf16, paths.bf16, paths.int8) == (bf16, int8, bf16, int8)
+    assert (f"oneDNN capped at {cap}" in cpu.summary()) == bool(cap)
 
 
 def test_amd_epyc_trains_on_onednn_without_measuring():

@@ -19,7 +19,7 @@ from transformers import pipeline
 
 from modeling_pvt import PvtBackbone, PvtForImageClassification, PvtForSemanticSegmentation, PvtImageProcessor
 from modeling_pvt import benchmarking, quantization
-from modeling_pvt.cpu_fast_paths import detect_cpu_capabilities
+from modeling_pvt.cpu_fast_paths import detect_cpu_capabilities, isa_caps_from
 from modeling_pvt.data import load_digits_splits
 from modeling_pvt.quantization import (
     Int8Conv2d,
@@ -76,9 +76,9 @@ def test_quantize_uint8_rounds_to_nearest_clamps_and_keeps_the_layout():
     ],
 )
 def test_weights_are_7_bit_where_onednn_has_no_int8_dot_product(flags, cap, levels, monkeypatch):
-    capabilities = dataclasses.replace(detect_cpu_capabilities(), flags=frozenset(flags))
+    caps = isa_caps_from({"ONEDNN_MAX_CPU_ISA": cap})
+    capabilities = dataclasses.replace(detect_cpu_capabilities(), flags=frozenset(flags), isa_caps=caps)
     monkeypatch.setattr(quantization, "detect_cpu_capabilities", lambda: capabilities)
-    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
     assert quantization.int8_weight_levels() == levels
 
 
