@@ -253,12 +253,17 @@ class PvtMlp(nn.Module):
             output[start : start + rows] = chunk
         return output.view(*hidden_states.shape[:-1], -1)
 
+    def chunk_sizes(self) -> tuple[int, int]:
+        """(hidden activation bytes above which the MLP runs in row chunks, bytes per chunk)."""
+        return MLP_CHUNKING_BYTES, MLP_CHUNK_BYTES
+
     def rows_per_chunk(self, hidden_states: torch.Tensor) -> int | None:
-        """Rows per chunk when the hidden activation would exceed `MLP_CHUNKING_BYTES` on CPU, else None."""
+        """Rows per chunk when the hidden activation would exceed `chunk_sizes()[0]` on CPU, else None."""
         row_bytes = self.fc1.out_features * hidden_states.element_size()
+        chunking_bytes, chunk_bytes = self.chunk_sizes()
         if (
             hidden_states.device.type != "cpu"
-            or hidden_states.numel() // hidden_states.shape[-1] * row_bytes <= MLP_CHUNKING_BYTES
+            or hidden_states.numel() // hidden_states.shape[-1] * row_bytes <= chunking_bytes
             # Compilers plan memory themselves, and exported graphs should stay the plain MLP.
             or torch.compiler.is_compiling()
             or torch.compiler.is_exporting()
@@ -267,7 +272,7 @@ class PvtMlp(nn.Module):
             or any(_has_hooks(layer) for layer in (self.fc1, self.act, self.fc2))
         ):
             return None
-        return max(1, MLP_CHUNK_BYTES // row_bytes)
+        return max(1, chunk_bytes // row_bytes)
 
     def unchunked_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if self.exact_gelu:

@@ -213,12 +213,25 @@ def test_row_chunked_int8_mlp_matches_the_whole_one(classifier, calibration, mon
 
     monkeypatch.setattr(Int8Mlp, "unchunked_forward", counting_forward)
     # The MLP's input is uint8 (the LayerNorm quantized it): stage 1's 16-wide hidden rows are 16 bytes each.
-    monkeypatch.setattr("modeling_pvt.modeling_pvt.MLP_CHUNKING_BYTES", 1024)
-    monkeypatch.setattr("modeling_pvt.modeling_pvt.MLP_CHUNK_BYTES", 256)
+    for module, prefix in (("modeling_pvt.modeling_pvt", "MLP_"), ("modeling_pvt.quantization", "INT8_GEMM_")):
+        monkeypatch.setattr(f"{module}.{prefix}CHUNKING_BYTES", 1024)
+        monkeypatch.setattr(f"{module}.{prefix}CHUNK_BYTES", 256)
     with torch.inference_mode():
         chunked = quantized(pixel_values).logits
     assert len(chunk_rows) > sum(classifier.config.depths) and min(chunk_rows) <= 256 // 16
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("flags", "chunking_bytes"), [({"avx512_vnni"}, 32 * 2**20), ({"avx2"}, 4 * 2**20)])
+def test_int8_mlps_chunk_smaller_where_onednn_has_no_int8_dot_product(classifier, calibration, flags, chunking_bytes,
+                                                                       monkeypatch):  # fmt: skip
+    quantized = quantize_onednn(classifier, calibration)
+    capabilities = dataclasses.replace(detect_cpu_capabilities(), flags=frozenset(flags), isa_caps=())
+    monkeypatch.setattr(quantization, "detect_cpu_capabilities", lambda: capabilities)
+    mlp = quantized.pvt.encoder.stages[0].blocks[0].mlp
+    row_bytes = mlp.fc1.out_features  # uint8 hidden activation
+    just_above = torch.empty(chunking_bytes // row_bytes + 1, mlp.fc1.in_features, dtype=torch.uint8)
+    assert mlp.rows_per_chunk(just_above[:-1]) is None and mlp.rows_per_chunk(just_above) is not None
 
 
 @pytest.mark.parametrize("model_class", [PvtBackbone, PvtForSemanticSegmentation])
