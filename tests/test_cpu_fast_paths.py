@@ -1,6 +1,8 @@
 """The per-machine choice of CPU fast paths, decided from mocked CPU capabilities and mocked measurements, and
 fast_linear following it."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -39,6 +41,10 @@ def capabilities(
 
 def never_measured():
     raise AssertionError("the capabilities alone decide here; nothing should be measured")
+
+
+def equal_times():
+    return {ONEDNN: 1.0, ATEN: 1.0}
 
 
 def test_reads_x86_and_arm_cpuinfo():
@@ -83,12 +89,12 @@ def test_isa_caps_are_read_from_the_environment():
 
 
 @pytest.mark.parametrize(
-    ("cap", "bf16", "int8"),
+    ("cap", "bf16", "vnni"),
     [
-        ("", True, False),
-        ("AVX512_CORE_AMX", True, False),
-        ("AVX512_CORE_BF16", True, False),
-        # A Cascade Lake's oneDNN: VNNI but no bf16 arithmetic (bf16 would be emulated), so int8 is the fast path.
+        ("", True, True),
+        ("AVX512_CORE_AMX", True, True),
+        ("AVX512_CORE_BF16", True, True),
+        # A Cascade Lake's oneDNN: VNNI but no bf16 arithmetic (bf16 would be emulated).
         ("AVX512_CORE_VNNI", False, True),
         ("AVX2_VNNI", False, True),
         # A Skylake's or Haswell's: neither.
@@ -96,12 +102,21 @@ def test_isa_caps_are_read_from_the_environment():
         ("AVX2", False, False),
     ],
 )
-def test_a_capped_onednn_counts_as_the_older_cpu(cap, bf16, int8):
+def test_a_capped_onednn_counts_as_the_older_cpu(cap, bf16, vnni):
     emerald_rapids = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
     cpu = capabilities(flags=emerald_rapids, caps=isa_caps_from({"ONEDNN_MAX_CPU_ISA": cap}))
     paths = choose_fast_paths(cpu, lambda: {ONEDNN: 1, ATEN: 1})
-    assert (cpu.native_bf16, cpu.int8_dot_product and not bf16, paths.bf16, paths.int8) == (bf16, int8, bf16, int8)
+    assert (cpu.native_bf16, cpu.int8_dot_product, paths.bf16) == (bf16, vnni, bf16)
+    # Static int8 is the fast path wherever bf16 is not native, with 8-bit weights on VNNI and 7-bit without.
+    assert paths.int8 == (not bf16)
     assert (f"oneDNN capped at {cap}" in cpu.summary()) == bool(cap)
+
+
+def test_int8_is_recommended_without_vnni_only_where_onednn_runs():
+    assert choose_fast_paths(capabilities(flags=("avx2",), torch_capability="AVX2"), equal_times).int8
+    arm = capabilities(vendor="0x41", flags=("asimd",), torch_capability="DEFAULT", arch="aarch64")
+    assert not choose_fast_paths(arm, never_measured).int8
+    assert choose_fast_paths(dataclasses.replace(arm, flags=frozenset({"asimd", "asimddp"})), never_measured).int8
 
 
 def test_amd_epyc_trains_on_onednn_without_measuring():
