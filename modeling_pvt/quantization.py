@@ -161,18 +161,19 @@ INT8_GEMM_CHUNK_BYTES = 2 * 2**20
 
 class Int8Mlp(PvtMlp):
     """PvtMlp with Int8Linear layers: `fc1` applies the exact GELU and writes its output already quantized for `fc2`.
-    Row chunking is inherited; it measures the hidden activation in uint8 bytes, as it is stored here."""
-
-    def chunk_sizes(self) -> tuple[int, int]:
-        if detect_cpu_capabilities().int8_dot_product:
-            return super().chunk_sizes()
-        return INT8_GEMM_CHUNKING_BYTES, INT8_GEMM_CHUNK_BYTES
+    Row chunking is inherited, in smaller chunks where oneDNN has no int8 dot products; it measures the hidden
+    activation in uint8 bytes, as it is stored here."""
 
     def __init__(self, mlp: PvtMlp, ranges: dict[str, tuple[float, float]]):
         nn.Module.__init__(self)
         self.fc1 = Int8Linear(mlp.fc1, ranges["fc1"])
         self.fc2 = Int8Linear(mlp.fc2, ranges["fc2"])
         self.act, self.drop, self.exact_gelu = mlp.act, mlp.drop, mlp.exact_gelu
+
+    def chunk_sizes(self) -> tuple[int, int]:
+        if detect_cpu_capabilities().int8_dot_product:
+            return super().chunk_sizes()
+        return INT8_GEMM_CHUNKING_BYTES, INT8_GEMM_CHUNK_BYTES
 
     def unchunked_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if self.exact_gelu:
