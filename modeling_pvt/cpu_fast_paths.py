@@ -174,8 +174,10 @@ def choose_fast_paths(capabilities: CpuCapabilities, measure, override: str | No
         training_linear=training,
         bf16=capabilities.native_bf16,
         # Static int8 beat fp32 with and without VNNI (PVT-Small on oneDNN capped to AVX2: 1.61x native against
-        # 1.23x for fp32); elsewhere only where the CPU has int8 dot products.
-        int8=not capabilities.native_bf16 and (capabilities.int8_dot_product or inference == ONEDNN),
+        # 1.23x for fp32) where oneDNN has vector kernels; elsewhere only where the CPU has int8 dot products. Read
+        # from the capabilities: forcing the fp32 linear backend says nothing about the int8 kernels.
+        int8=not capabilities.native_bf16
+        and (capabilities.int8_dot_product or inference_linear_backend(capabilities) == ONEDNN),
         training_reason=reason,
     )
 

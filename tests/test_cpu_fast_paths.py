@@ -113,7 +113,10 @@ def test_a_capped_onednn_counts_as_the_older_cpu(cap, bf16, vnni):
 
 
 def test_int8_is_recommended_without_vnni_only_where_onednn_runs():
-    assert choose_fast_paths(capabilities(flags=("avx2",), torch_capability="AVX2"), equal_times).int8
+    avx2 = capabilities(flags=("avx2",), torch_capability="AVX2")
+    assert choose_fast_paths(avx2, equal_times).int8
+    # Forcing the fp32 linear backend leaves the int8 recommendation to the CPU.
+    assert choose_fast_paths(avx2, never_measured, override=ATEN).int8
     arm = capabilities(vendor="0x41", flags=("asimd",), torch_capability="DEFAULT", arch="aarch64")
     assert not choose_fast_paths(arm, never_measured).int8
     assert choose_fast_paths(dataclasses.replace(arm, flags=frozenset({"asimd", "asimddp"})), never_measured).int8
