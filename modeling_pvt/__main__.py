@@ -11,7 +11,7 @@ from sklearn.datasets import load_sample_image
 
 from . import PRESETS, PvtConfig, PvtForImageClassification, PvtImageProcessor
 from .cli import DEBUG_HELP, run_cli
-from .conversion import imagenet_id2label, read_pvt_config
+from .checkpoints.conversion import imagenet_id2label, read_pvt_config
 
 
 def _size(text: str) -> tuple[int, int]:

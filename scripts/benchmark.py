@@ -12,6 +12,12 @@ All options: python scripts/benchmark.py --help
 """
 
 import os
+import runpy
+from pathlib import Path
+
+# Flag mistakes are reported before the imports below load torch (seconds): modeling_pvt/cli.py is read by path.
+if __name__ == "__main__":
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "modeling_pvt" / "cli.py"))["check_command_line"](__file__)
 
 # OpenMP threads that wait by spinning burn the time slice of the sibling they wait for when the cores are shared:
 # on a 2-core Xeon with 3 busy processes, PVT inference ran ~4-9x slower with the runtime's default than with PASSIVE
@@ -20,7 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import sys  # noqa: E402
 
-from modeling_pvt.benchmarking import main  # noqa: E402
+from modeling_pvt.speed.benchmark.run import main  # noqa: E402
 from modeling_pvt.cli import run_cli  # noqa: E402
 
 if __name__ == "__main__":

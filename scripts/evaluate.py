@@ -12,14 +12,19 @@ per class and pixel accuracy at full label resolution, eval_results.json and pre
 All options: python scripts/evaluate.py --help. Errors are one `error: …` line; --debug shows the traceback.
 """
 
+import runpy
 import sys
 from pathlib import Path
+
+# Flag mistakes are reported before the imports below load torch (seconds): modeling_pvt/cli.py is read by path.
+if __name__ == "__main__":
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "modeling_pvt" / "cli.py"))["check_command_line"](__file__)
 
 # Python puts this folder first on sys.path, where scripts/evaluate.py would shadow the `evaluate` library.
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 
 from modeling_pvt.cli import run_cli
-from modeling_pvt.evaluation import main
+from modeling_pvt.tasks.evaluate import main
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

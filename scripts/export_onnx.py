@@ -7,10 +7,16 @@ Input `pixel_values` (batch, 3, height, width; batch, height and width dynamic),
 (onnx, onnxscript, onnxruntime).
 """
 
+import runpy
 import sys
+from pathlib import Path
+
+# Flag mistakes are reported before the imports below load torch (seconds): modeling_pvt/cli.py is read by path.
+if __name__ == "__main__":
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "modeling_pvt" / "cli.py"))["check_command_line"](__file__)
 
 from modeling_pvt.cli import run_cli
-from modeling_pvt.export import main
+from modeling_pvt.speed.export import main
 
 if __name__ == "__main__":
     sys.exit(run_cli(main))

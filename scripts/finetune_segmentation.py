@@ -12,14 +12,19 @@ All options: python scripts/finetune_segmentation.py --help (every TrainingArgum
 `error: …` line; a bare --debug (or PVT_DEBUG=1) shows the traceback.
 """
 
+import runpy
 import sys
 from pathlib import Path
+
+# Flag mistakes are reported before the imports below load torch (seconds): modeling_pvt/cli.py is read by path.
+if __name__ == "__main__":
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "modeling_pvt" / "cli.py"))["check_command_line"](__file__)
 
 # Python puts this folder first on sys.path, where scripts/evaluate.py would shadow the `evaluate` library.
 sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 
 from modeling_pvt.cli import run_cli
-from modeling_pvt.segmentation_training import main
+from modeling_pvt.tasks.segmentation.task import main
 
 if __name__ == "__main__":
     hint = "Checkpoints written so far are kept: continue with --resume_from_checkpoint last."

@@ -61,10 +61,45 @@ def tiny_segmentation_run(tmp_path_factory):
     import contextlib
     import io
 
-    from modeling_pvt.segmentation_training import main
+    from modeling_pvt.tasks.segmentation.task import main
 
     folder = tmp_path_factory.mktemp("segmentation-run")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         results = main(tiny_segmentation_flags(tiny_segmentation_config_file(folder), folder / "run"))
+    return folder / "run", results, printed.getvalue()
+
+
+def tiny_detection_config_file(folder) -> str:
+    """`tiny_config` with a RetinaNet FPN and head of width 16, one conv per head branch (the paper's 256 x 4 would
+    dominate a test's time), as a JSON file for --config_name."""
+    path = folder / "tiny_detection_config.json"
+    tiny_config(fpn_hidden_size=16, detection_head_hidden_size=16, detection_head_num_convs=1).to_json_file(path)
+    return str(path)
+
+
+def tiny_detection_flags(config_file: str, output_dir, *extra: str) -> list[str]:
+    """finetune_detection.py flags for a run of a few steps; later flags override these."""
+    return [
+        *("--config_name", config_file, "--output_dir", str(output_dir)),
+        *("--max_train_samples", "32", "--max_eval_samples", "16", "--per_device_train_batch_size", "8"),
+        *("--max_steps", "4", "--eval_steps", "2", "--save_steps", "2", "--logging_steps", "1"),
+        *("--cpu_threads", "1", "--disable_tqdm", "true", "--dataloader_num_workers", "0"),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_detection_run(tmp_path_factory):
+    """One tiny run on the default data (the scattered digits), shared by the tests that inspect a trained detection
+    folder: (output_dir, results, printed output)."""
+    import contextlib
+    import io
+
+    from modeling_pvt.tasks.detection.task import main
+
+    folder = tmp_path_factory.mktemp("detection-run")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        results = main(tiny_detection_flags(tiny_detection_config_file(folder), folder / "run"))
     return folder / "run", results, printed.getvalue()

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+REPO = Path(__file__).resolve().parents[1]  # the repository root
+
 # Makes `import modeling_pvt` (the installed package) impossible, so only Hub remote code can be used.
 _BLOCK_PACKAGE = textwrap.dedent(
     """
@@ -162,3 +164,65 @@ def resume_killed_run(command: list[str], killed_dir: Path, killed_at: int, envi
     results = read_json(killed_dir / "all_results.json")
     assert results["resumed_from"].endswith(f"checkpoint-{killed_at}")
     return resumed.stdout, results
+
+
+# COCO category ids need not be contiguous: these become classes 0 and 1.
+DETECTION_CATEGORIES = [{"id": 3, "name": "person"}, {"id": 7, "name": "car"}]
+
+
+def make_coco_folder(root: Path, count: int = 8, size: tuple[int, int] = (64, 48)) -> Path:
+    """`root`/images/*.png (noise with 1-2 filled rectangles: red for person, blue for car) and an annotations.json
+    (COCO instances) with their boxes; every fourth image has no objects."""
+    width, height = size
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for index in range(count):
+        rng = np.random.default_rng(index)
+        pixels = rng.integers(0, 60, (height, width, 3)).astype(np.uint8)
+        for number in range(0 if index % 4 == 3 else 1 + index % 2):
+            w, h = int(rng.integers(8, width // 2)), int(rng.integers(8, height // 2))
+            x, y = int(rng.integers(0, width - w)), int(rng.integers(0, height - h))
+            category = DETECTION_CATEGORIES[(index + number) % 2]
+            pixels[y : y + h, x : x + w] = (230, 40, 40) if category["id"] == 3 else (40, 40, 230)
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": index + 1, "category_id": category["id"],
+                 "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0}
+            )  # fmt: skip
+        Image.fromarray(pixels).save(root / "images" / f"{index:03d}.png")
+        images.append({"id": index + 1, "file_name": f"{index:03d}.png", "width": width, "height": height})
+    coco = {"images": images, "annotations": annotations, "categories": DETECTION_CATEGORIES}
+    (root / "annotations.json").write_text(json.dumps(coco))
+    return root
+
+
+def make_hub_detection_dataset(root: Path, counts: dict | None = None) -> Path:
+    """A local dataset folder that `load_dataset(<path>)` reads like CPPE-5 on the Hub (`image_id`, `image`, `width`,
+    `height`, `objects` with `id`, `area`, `bbox` [x, y, w, h] and a `category` ClassLabel): 6 train and 3 test
+    images of 48x40 with one box each."""
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+    from datasets import Image as ImageFeature
+
+    objects = {
+        "id": Value("int64"),
+        "area": Value("int64"),
+        "bbox": Sequence(Value("float32"), length=4),
+        "category": ClassLabel(names=["coverall", "mask"]),
+    }
+    features = Features(
+        {"image_id": Value("int64"), "image": ImageFeature(), "width": Value("int32"), "height": Value("int32"),
+         "objects": Sequence(objects)}
+    )  # fmt: skip
+    for split, count in (counts or {"train": 6, "test": 3}).items():
+        data = {"image_id": [], "image": [], "width": [], "height": [], "objects": []}
+        for index in range(count):
+            rng = np.random.default_rng(index)
+            pixels = rng.integers(0, 60, (40, 48, 3)).astype(np.uint8)
+            pixels[8:28, 10:30] = 220
+            data["image_id"].append(index)
+            data["image"].append(Image.fromarray(pixels))
+            data["width"].append(48)
+            data["height"].append(40)
+            box = {"id": [index], "area": [400], "bbox": [[10.0, 8.0, 20.0, 20.0]], "category": [index % 2]}
+            data["objects"].append(box)
+        Dataset.from_dict(data, features=features).to_parquet(str(root / "data" / f"{split}.parquet"))
+    return root

@@ -1,5 +1,5 @@
 from modeling_pvt.__main__ import main
-from modeling_pvt.conversion import imagenet_id2label
+from modeling_pvt.checkpoints.conversion import imagenet_id2label
 
 
 def test_demo_prints_feature_maps_and_top5_at_two_sizes(capsys):

@@ -22,10 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conversion import NATIVE, Checkpoint, ConversionError, key_problems, load_checkpoint
-from .configuration_pvt import PvtConfig
+from ..configuration_pvt import PvtConfig
+from ..image_processing_pvt import PvtV1ImageProcessor
+from .conversion import (
+    NATIVE,
+    Checkpoint,
+    ConversionError,
+    key_problems,
+    load_checkpoint,
+)
 from .hub import DEFAULT_MAX_SHARD_SIZE, save_hub_folder
-from .image_processing_pvt import PvtV1ImageProcessor
 
 # transformers' head class -> (the remote config and model classes in modeling_pvt_heads.py, the Auto class).
 HEAD_MODELS = {
@@ -186,7 +192,7 @@ def save_head_model(
             raise ValueError(f"Pass the image processor for {head} (e.g. transformers' own for that head).")
         image_processor = PvtV1ImageProcessor.for_segmentation()
     config_class, model_class, auto_class = HEAD_MODELS[head]
-    code = resources.files(__package__)
+    code = resources.files("modeling_pvt")
     remote_code = {name: code.joinpath(name).read_text(encoding="utf-8") for name in REMOTE_CODE_FILES}
     had_auto_map = "auto_map" in model.config.__dict__
     previous = model.config.__dict__.get("auto_map")

@@ -11,11 +11,11 @@ Tokens are only handed to `huggingface_hub` (argument, `HF_TOKEN` or `hf auth lo
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.constants import is_offline_mode
-from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.errors import (
     HfHubHTTPError,
     HFValidationError,
@@ -23,6 +23,7 @@ from huggingface_hub.errors import (
     LocalTokenNotFoundError,
     OfflineModeIsEnabled,
 )
+from huggingface_hub.utils import validate_repo_id
 
 from .model_card import render_model_card
 
@@ -30,6 +31,34 @@ from .model_card import render_model_card
 DEFAULT_MAX_SHARD_SIZE = "2GB"
 REQUIRED_FILES = ("config.json", "preprocessor_config.json", "README.md")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+
+
+# transformers' save_pretrained draws this progress bar on every save, even of one small shard in a blink.
+SHARD_PROGRESS_BAR = "Writing model shards"
+
+
+@contextmanager
+def quiet_shard_writing():
+    """Hides transformers' "Writing model shards" progress bar (only that one) inside the block: a fine-tuning run
+    saves after every checkpoint and at the end, and the terminal should show one progress bar, the run's."""
+    from transformers.utils import logging as transformers_logging
+
+    set_hook = getattr(transformers_logging, "set_tqdm_hook", None)  # transformers >= 5.x with tqdm hooks
+    if set_hook is None:
+        yield
+        return
+    previous = None
+
+    def hook(factory, args, kwargs):
+        if kwargs.get("desc") == SHARD_PROGRESS_BAR:
+            kwargs = {**kwargs, "disable": True}
+        return previous(factory, args, kwargs) if previous else factory(*args, **kwargs)
+
+    previous = set_hook(hook)
+    try:
+        yield
+    finally:
+        set_hook(previous)
 
 
 class PublishError(RuntimeError):
@@ -66,7 +95,8 @@ def save_hub_folder(
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.partial-", dir=output_dir.parent))
     try:
-        model.save_pretrained(staging, max_shard_size=max_shard_size)
+        with quiet_shard_writing():
+            model.save_pretrained(staging, max_shard_size=max_shard_size)
         image_processor.save_pretrained(staging)
         card = model_card if model_card is not None else render_model_card(model, **card_kwargs)
         (staging / "README.md").write_text(card, encoding="utf-8")
@@ -150,12 +180,12 @@ def plain_folder_as_hub_folder(folder, staging) -> Path:
     `folder` itself is not changed."""
     from transformers import AutoConfig
 
-    from . import modeling_pvt
-    from .image_processing_pvt import PvtImageProcessor
+    from .. import modeling_pvt, modeling_pvt_detection
+    from ..image_processing_pvt import PvtImageProcessor
 
     config = AutoConfig.from_pretrained(folder)
     class_name = (getattr(config, "architectures", None) or ["PvtModel"])[0]
-    model_class = getattr(modeling_pvt, class_name, None)
+    model_class = getattr(modeling_pvt, class_name, None) or getattr(modeling_pvt_detection, class_name, None)
     if model_class is None:
         raise PublishError(f"{folder} holds a {class_name}, not a PVT model of this package; nothing was pushed.")
     model = model_class.from_pretrained(folder)

@@ -2,15 +2,18 @@
 ONNX file against PyTorch with onnxruntime. CLI: `scripts/export_onnx.py MODEL_DIR OUTPUT.onnx`."""
 
 import argparse
+import logging
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.export import Dim
 
-from .cli import DEBUG_HELP
-from .conversion import read_pvt_config
-from .modeling_pvt import PvtForImageClassification
+from ..checkpoints.conversion import read_pvt_config
+from ..cli import DEBUG_HELP
+from ..modeling_pvt import PvtForImageClassification
 
 INPUT_NAME = "pixel_values"
 OUTPUT_NAME = "logits"
@@ -51,20 +54,40 @@ def export_program(model: PvtForImageClassification, pixel_values: torch.Tensor 
     return torch.export.export(LogitsOnly(model), (), kwargs={INPUT_NAME: pixel_values}, dynamic_shapes=DYNAMIC_SHAPES)
 
 
+@contextmanager
+def _quiet_exporter():
+    """The exporter's notes that say nothing about this model: one warning per torchvision op it cannot register
+    without torchvision (nms, roi_align, roi_pool, deform_conv2d; PVT uses none, and this project never installs
+    torchvision), and a deprecation inside torch's own pytree code."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+
+    def not_torchvision(record: logging.LogRecord) -> bool:
+        return "torchvision is not installed" not in record.getMessage()
+
+    registration.addFilter(not_torchvision)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+            yield
+    finally:
+        registration.removeFilter(not_torchvision)
+
+
 def export_onnx(model: PvtForImageClassification, path: str | Path, program=None, opset_version: int = 18) -> Path:
     """Writes an ONNX file with input `pixel_values` (batch, channels, height, width — all but channels dynamic) and
     output `logits`, through the `torch.export`-based exporter (from `program` when already exported)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    program = export_program(model) if program is None else program
-    torch.onnx.export(
-        program,
-        f=str(path),
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        opset_version=opset_version,
-        external_data=False,
-    )
+    with _quiet_exporter():
+        program = export_program(model) if program is None else program
+        torch.onnx.export(
+            program,
+            f=str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=opset_version,
+            external_data=False,
+        )
     return path
 
 

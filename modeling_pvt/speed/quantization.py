@@ -22,17 +22,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .cpu_fast_paths import detect_cpu_capabilities
-from .data import DataError
-from .export import INPUT_NAME, OUTPUT_NAME, export_onnx, quantize_onnx
-from .modeling_pvt import (
+from ..cpu_fast_paths import detect_cpu_capabilities
+from ..data.sources import DataError
+from ..modeling_pvt import (
     PvtBlock,
     PvtConvBatchNormRelu,
-    PvtFpnNeck,
     PvtForImageClassification,
+    PvtFpnNeck,
     PvtMlp,
     PvtPatchEmbeddings,
 )
+from .export import INPUT_NAME, OUTPUT_NAME, export_onnx, quantize_onnx
 
 BACKENDS = ("onednn", "torch", "onnxruntime")
 HAS_ONEDNN_INT8 = torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")

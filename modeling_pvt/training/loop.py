@@ -1,69 +1,48 @@
-"""Fine-tuning / training PVT image classifiers with 🤗 Trainer; `scripts/finetune.py` is a thin CLI over `main`.
-
-With no arguments this trains a PVT-Tiny-architecture model from scratch on scikit-learn's bundled digits (no
-network) and writes to `outputs/pvt-tiny-sklearn-digits/` (by default `outputs/<model>-<data>/`; a folder holding a
-finished model is never replaced unless `--overwrite_output_dir true` is given):
-
-    model/                  the Hub-ready folder (weights, config with auto_map, processor, code, model card)
-    checkpoint-<step>/      Trainer checkpoints (resume with --resume_from_checkpoint last)
-    all_results.json        train + eval metrics, world size, the checkpoint a resumed run started from
-    loss_curve.png  accuracy_curve.png  confusion_matrix.png
-
-Every other setup is a recipe (`--recipe configuration/recipes/<name>.yaml`) and/or command-line flags; flags
-given after the recipe override it. Every `TrainingArguments` flag works.
-"""
+"""The run loop every task plugs into: checks before anything heavy, threads, the run's header, resume, Trainer,
+evaluation, the Hub-ready model folder, push, all_results.json and pictures. A task (`TrainingTask`) supplies only
+its data, model, Trainer, metrics and pictures; scripts hand `main` their task."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import evaluate
 import torch
-import torch.nn.functional as F
-import yaml
-from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
-from transformers.hf_argparser import string_to_bool
+from transformers import Trainer, TrainingArguments, set_seed
 
-from .cli import DEBUG_ENVIRONMENT_VARIABLE, DEBUG_FLAG
-from .cpu_fast_paths import describe_cpu_fast_paths
-from .configuration_pvt import PRESETS, PvtConfig, preset_name
-from .conversion import read_pvt_config
-from .data import (
-    DIGITS_NAME,
-    DataError,
-    DatasetArguments,
-    LabeledSplits,
-    TrainAugmentation,
-    processor_size,
-    with_transforms,
+from ..checkpoints.conversion import read_pvt_config
+from ..checkpoints.hub import (
+    PublishError,
+    check_push_target,
+    push_folder,
+    quiet_shard_writing,
+    save_hub_folder,
 )
-from .evaluation import ACCURACY_METRIC_PATH, TOP_K, plot_confusion_matrix
-from .hub import PublishError, check_push_target, push_folder, save_hub_folder
-from .image_processing_pvt import PvtImageProcessor
-from .pictures import CLASSIFICATION_FIGURES, plot_training_curves
-from .modeling_pvt import PvtForImageClassification
+from ..cpu_fast_paths import describe_cpu_fast_paths
+from ..data.sources import DataError, LabeledSplits
+from ..image_processing_pvt import PvtImageProcessor
+from .arguments import (
+    ModelArguments,
+    PvtTrainingArguments,
+    check_config_name,
+    parse_arguments,
+)
 from .runs import (
-    AUTO_THREADS,
     MODEL_SUBFOLDER,
     ThreadChoice,
     available_cores,
     check_output_dir,
+    check_resume_checkpoint,
     choose_cpu_threads,
-    data_label,
-    default_output_dir,
     describe_resume,
     is_finished,
     keep_freed_memory,
-    model_label,
     parse_thread_setting,
     print_run_summary,
     resolve_checkpoint,
@@ -72,342 +51,17 @@ from .runs import (
 
 logger = logging.getLogger(__name__)
 
-# The embedded digits are 8x8; 32 is the smallest input PVT's strides and spatial reductions allow.
-DIGITS_IMAGE_SIZE = 32
 PUSH_LATER = "python scripts/push_to_hub.py {folder} {repo_id}"
+WARMUP_FRACTION = "warmup (fraction of steps)"  # the card's name for a --warmup_steps value below 1
 
 
-@dataclass
-class ModelArguments:
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Checkpoint to fine-tune: a folder or Hub repo of ours, or a transformers-native PVT one. "
-            "Leave unset to train from scratch with --config_name."
-        },
-    )
-    config_name: str = field(
-        default="pvt-tiny",
-        metadata={"help": f"Architecture for training from scratch: a preset ({', '.join(PRESETS)}) or a config JSON."},
-    )
-    ignore_mismatched_sizes: bool = field(
-        default=False,
-        metadata={"help": "Replace a classifier head whose number of classes differs from the dataset's."},
-    )
-    image_size: int | None = field(
-        default=None,
-        metadata={
-            "help": f"Training resolution (square). Default: {DIGITS_IMAGE_SIZE} for the embedded digits, else the "
-            "checkpoint's processor size (224 for the presets)."
-        },
-    )
-    drop_path_rate: float | None = field(
-        default=None, metadata={"help": "Stochastic depth rate (the paper uses 0.1 for PVT-Tiny). Default: config's."}
-    )
+def _not_checkpoint_mtime_note(record: logging.LogRecord) -> bool:
+    """Trainer notes that checkpoints written within a second of each other cannot be ordered by time and falls back
+    to their step numbers, which is what orders them anyway: nothing for a user to act on."""
+    return "mtime may not be reliable" not in record.getMessage()
 
 
-@dataclass
-class RunDataArguments:
-    """Data flags every task shares (mixed into each task's data arguments)."""
-
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N train images."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N eval images."})
-    recipe: str | None = field(
-        default=None, metadata={"help": "JSON/YAML file of arguments (configuration/recipes/); flags override it."}
-    )
-
-
-@dataclass
-class DataArguments(DatasetArguments, RunDataArguments):
-    streaming: bool = field(
-        default=False, metadata={"help": "Stream --dataset_name instead of downloading it (needs --max_steps)."}
-    )
-    crop_scale_min: float = field(
-        default=0.8,
-        metadata={
-            "help": "Smallest area fraction of the random-resized crop (0.08 for natural images, as in the paper)."
-        },
-    )
-    horizontal_flip_probability: float = field(
-        default=0.0, metadata={"help": "Default 0: mirrored digits are not digits. Use 0.5 for natural images."}
-    )
-    rand_augment_ops: int = field(default=0, metadata={"help": "RandAugment ops per image (0 = off; paper: 2)."})
-    rand_augment_magnitude: int = field(default=9, metadata={"help": "RandAugment magnitude, 0..10 (paper: 9)."})
-    mixup_alpha: float = field(default=0.0, metadata={"help": "Mixup Beta(alpha, alpha); 0 = off (paper: 0.8)."})
-    cutmix_alpha: float = field(default=0.0, metadata={"help": "CutMix Beta(alpha, alpha); 0 = off (paper: 1.0)."})
-
-
-def _default(name: str, value):
-    """A TrainingArguments field with our default and its original help text."""
-    return field(default=value, metadata=TrainingArguments.__dataclass_fields__[name].metadata)
-
-
-# Our defaults are the digits run's: it must finish in minutes on two CPU cores.
-@dataclass
-class PvtTrainingArguments(TrainingArguments):
-    output_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Where checkpoints, the model (<output_dir>/model) and results go. Default: "
-            "outputs/<model>-<data>, e.g. outputs/pvt-tiny-sklearn-digits. A folder holding a finished model is "
-            "never replaced unless --overwrite_output_dir true; resume an unfinished one with "
-            "--resume_from_checkpoint last."
-        },
-    )
-    overwrite_output_dir: bool = field(
-        default=False,
-        metadata={"help": "Replace the finished model (and ignore the checkpoints) already in --output_dir."},
-    )
-    resume_from_checkpoint: str | None = field(
-        default=None,
-        metadata={
-            "help": "Continue an interrupted run: a checkpoint-<step> folder, or `last` for the newest complete one in "
-            "--output_dir (the run says which it resumed from, or that none was found and it starts fresh)."
-        },
-    )
-    learning_rate: float = _default("learning_rate", 1e-3)
-    weight_decay: float = _default("weight_decay", 0.05)
-    num_train_epochs: float = _default("num_train_epochs", 20)
-    warmup_steps: float = _default("warmup_steps", 0.05)
-    lr_scheduler_type: str = _default("lr_scheduler_type", "cosine")
-    per_device_train_batch_size: int = _default("per_device_train_batch_size", 32)
-    per_device_eval_batch_size: int = _default("per_device_eval_batch_size", 128)
-    eval_strategy: str = _default("eval_strategy", "epoch")
-    save_strategy: str = _default("save_strategy", "epoch")
-    save_total_limit: int | None = _default("save_total_limit", 2)
-    logging_steps: float = _default("logging_steps", 10)
-    report_to: None | str | list[str] = _default("report_to", "none")
-    cpu_threads: str = field(
-        default=AUTO_THREADS,
-        metadata={
-            "help": "PyTorch threads per process when training on the CPU: auto, a count, or 0 for PyTorch's default "
-            "(all cores). auto times 2 training steps with 1 thread and with all cores and takes the faster (other "
-            "load on the machine can make many threads far slower than one); runs too short to be worth measuring "
-            "use 1 thread for images up to 64x64 and all cores above. The first lines of the run say what was chosen."
-        },
-    )
-    cpu_keep_freed_memory: bool = field(
-        default=True,
-        metadata={
-            "help": "When training on the CPU with glibc: keep freed memory in the process for the next step instead "
-            "of returning it to the system, where every new page costs a fault (about 20%% of a PVT-Small step at "
-            "batch 8, 224²). The process keeps its peak memory until it ends."
-        },
-    )
-
-
-def recipe_to_flags(path: str | Path) -> list[str]:
-    """A JSON/YAML mapping of argument names to values, as command-line flags (lists -> several values, mappings ->
-    a JSON string as TrainingArguments expects for e.g. `fsdp_config`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Recipe {path} not found. Recipes live in configuration/recipes/.")
-    text = path.read_text()
-    recipe = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    if not isinstance(recipe, dict):
-        raise ValueError(f"Recipe {path} must be a mapping of argument names to values, got {type(recipe).__name__}.")
-    flags = []
-    for name, value in recipe.items():
-        if name == "recipe":
-            raise ValueError(f"Recipe {path} names another recipe; recipes do not nest.")
-        flags.append(f"--{name}")
-        if isinstance(value, list):
-            flags.extend(str(item) for item in value)
-        elif isinstance(value, dict):
-            flags.append(json.dumps(value))
-        else:
-            flags.append(str(value))
-    return flags
-
-
-def _pre_parse(flags: list[str]) -> argparse.Namespace:
-    """The few flags that decide other flags, read before the full parse."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--recipe")
-    parser.add_argument("--output_dir", "--output-dir")
-    for name in ("--bf16", "--use_cpu", "--use-cpu"):
-        parser.add_argument(name, type=string_to_bool, nargs="?", const=True)
-    return parser.parse_known_args(flags)[0]
-
-
-def parse_arguments(argv: list[str], task: "TrainingTask | None" = None) -> tuple:
-    """(model, data, training) arguments of `task` (default: image classification) from flags, optionally on top of
-    `--recipe FILE` (the recipe's values come first, so flags override them)."""
-    task = task or ImageClassificationTask()
-    parser = HfArgumentParser(
-        (ModelArguments, task.data_arguments, task.training_arguments),
-        epilog=f"A bare {DEBUG_FLAG} (or {DEBUG_ENVIRONMENT_VARIABLE}=1) shows the full traceback of an error; "
-        f"{DEBUG_FLAG} with a value is Trainer's own debug option.",
-    )
-    recipe = _pre_parse(argv).recipe
-    flags = (recipe_to_flags(recipe) if recipe else []) + list(argv)
-    given = _pre_parse(flags)
-    launch_flags = []
-    if not torch.accelerator.is_available() and given.use_cpu is None:
-        # A multi-process launch on a machine without an accelerator: unless told to use the CPU, accelerate sets up
-        # no process group and every process silently trains alone on all the data. And bf16 (the ImageNet recipe)
-        # is refused by TrainingArguments without an accelerator unless the CPU is named: it runs as CPU autocast.
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 or given.bf16:
-            launch_flags = ["--use_cpu", "true"]
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=launch_flags + flags)
-    if given.output_dir is None:
-        source = task.data_source(data_args)
-        model = model_label(model_args.model_name_or_path, model_args.config_name)
-        training_args.output_dir = str(default_output_dir(model, data_label(source)))
-    return model_args, data_args, training_args
-
-
-# ------------------------------------------------------------------------------------------------------ model setup
-
-
-def _load_processor(model_name_or_path: str) -> PvtImageProcessor:
-    try:
-        return PvtImageProcessor.from_pretrained(model_name_or_path)
-    except OSError:
-        logger.info("%s has no preprocessor_config.json; using the default PVT processor.", model_name_or_path)
-        return PvtImageProcessor()
-
-
-def _checkpoint_num_labels(config: dict) -> int:
-    # transformers writes `"id2label": null` for a model saved without label names.
-    return len(config["id2label"]) if config.get("id2label") else config.get("num_labels", 2)
-
-
-def _check_config_name(config_name: str) -> None:
-    if not preset_name(config_name) and not Path(config_name).is_file():
-        raise FileNotFoundError(
-            f"--config_name {config_name!r} is neither a preset ({', '.join(PRESETS)}) nor a config JSON file. Pick "
-            "a preset, or check the file's path."
-        )
-
-
-def _architecture_config(config_name: str, labels: dict, overrides: dict) -> PvtConfig:
-    _check_config_name(config_name)
-    if preset_name(config_name):
-        return PvtConfig.from_preset(config_name, **labels, **overrides)
-    config = PvtConfig.from_json_file(config_name)
-    config.update({**labels, **overrides})
-    return PvtConfig(**config.to_dict())  # re-validates the architecture after the overrides
-
-
-def build_model_and_processor(model_args: ModelArguments, splits: LabeledSplits, is_digits: bool):
-    labels = {"num_labels": len(splits.label_names), "id2label": splits.id2label, "label2id": splits.label2id}
-    overrides = {} if model_args.drop_path_rate is None else {"drop_path_rate": model_args.drop_path_rate}
-    if model_args.model_name_or_path:
-        head_size = _checkpoint_num_labels(read_pvt_config(model_args.model_name_or_path))
-        if head_size != len(splits.label_names) and not model_args.ignore_mismatched_sizes:
-            raise ValueError(
-                f"{model_args.model_name_or_path} has a {head_size}-class head but the dataset has "
-                f"{len(splits.label_names)} classes. Pass --ignore_mismatched_sizes true to train a new head."
-            )
-        model = PvtForImageClassification.from_pretrained(
-            model_args.model_name_or_path,
-            ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-            **labels,
-            **overrides,
-        )
-        processor = _load_processor(model_args.model_name_or_path)
-    else:
-        image_size = model_args.image_size or (DIGITS_IMAGE_SIZE if is_digits else None)
-        if image_size is not None:
-            overrides["image_size"] = image_size  # position embeddings stored at the training grid
-        config = _architecture_config(model_args.config_name, labels, overrides)
-        model = PvtForImageClassification(config)
-        processor = PvtImageProcessor()
-        image_size = config.image_height_width[0]
-        processor.size = {"height": image_size, "width": image_size}
-    if model_args.image_size:
-        processor.size = {"height": model_args.image_size, "width": model_args.image_size}
-        processor.crop_size = dict(processor.size)
-        processor.do_center_crop = False
-    smallest = min(processor_size(processor))
-    if smallest < model.config.min_input_size:
-        raise ValueError(
-            f"Training resolution {smallest} is below this architecture's minimum of {model.config.min_input_size} "
-            f"pixels. Pass --image_size {model.config.min_input_size} or larger."
-        )
-    return model, processor
-
-
-# ---------------------------------------------------------------------------------------------------------- trainer
-
-
-def mix_batch(
-    pixel_values: torch.Tensor,
-    labels: torch.Tensor,
-    num_classes: int,
-    mixup_alpha: float,
-    cutmix_alpha: float,
-    label_smoothing: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup or CutMix (one of them per batch, chosen at random when both are on, as in DeiT/PVT) of each image with
-    the batch's mirror order; returns the mixed images and soft targets (label smoothing included)."""
-    targets = F.one_hot(labels, num_classes).float()
-    targets = targets * (1 - label_smoothing) + label_smoothing / num_classes
-    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or torch.rand(()) < 0.5)
-    alpha = cutmix_alpha if use_cutmix else mixup_alpha
-    lam = float(torch.distributions.Beta(alpha, alpha).sample())
-    partner = pixel_values.flip(0)
-    if use_cutmix:
-        height, width = pixel_values.shape[-2:]
-        cut_h, cut_w = int(height * math.sqrt(1 - lam)), int(width * math.sqrt(1 - lam))
-        center_y, center_x = int(torch.randint(height, ())), int(torch.randint(width, ()))
-        top, bottom = max(center_y - cut_h // 2, 0), min(center_y + cut_h // 2, height)
-        left, right = max(center_x - cut_w // 2, 0), min(center_x + cut_w // 2, width)
-        mixed = pixel_values.clone()
-        mixed[..., top:bottom, left:right] = partner[..., top:bottom, left:right]
-        lam = 1 - (bottom - top) * (right - left) / (height * width)  # the area actually pasted
-    else:
-        mixed = lam * pixel_values + (1 - lam) * partner
-    return mixed, lam * targets + (1 - lam) * targets.flip(0)
-
-
-class PvtTrainer(Trainer):
-    """Trainer with single-label cross-entropy computed here, so that label smoothing, mixup and CutMix apply in
-    training only: evaluation reports the plain cross-entropy of the unmodified images."""
-
-    # compute_loss returns a per-batch mean, so Trainer divides it by the gradient accumulation steps.
-    loss_is_scaled_for_ga = False
-
-    def __init__(self, *args, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.mixup_alpha = mixup_alpha
-        self.cutmix_alpha = cutmix_alpha
-        self.label_smoother = None  # smoothing is applied in compute_loss
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs.pop("labels")
-        pixel_values = inputs["pixel_values"]
-        smoothing = self.args.label_smoothing_factor if model.training else 0.0
-        mixing = model.training and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
-        if mixing:
-            num_classes = self.accelerator.unwrap_model(model).config.num_labels
-            pixel_values, targets = mix_batch(
-                pixel_values, labels, num_classes, self.mixup_alpha, self.cutmix_alpha, smoothing
-            )
-        outputs = model(pixel_values=pixel_values)
-        logits = outputs.logits.float()
-        if mixing:
-            loss = torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
-        else:
-            loss = F.cross_entropy(logits, labels, label_smoothing=smoothing)
-        return (loss, outputs) if return_outputs else loss
-
-
-def top_k_indices(logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """Keeps only the ranked top-5 class ids of each example (not all logits) for the metric."""
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return logits.topk(min(TOP_K, logits.shape[-1]), dim=-1).indices
-
-
-def make_compute_metrics():
-    metric = evaluate.load(str(ACCURACY_METRIC_PATH))
-
-    def compute_metrics(eval_prediction) -> dict:
-        return metric.compute(predictions=eval_prediction.predictions, references=eval_prediction.label_ids)
-
-    return compute_metrics
+logging.getLogger("transformers.trainer_utils").addFilter(_not_checkpoint_mtime_note)
 
 
 # ---------------------------------------------------------------------------------------------------------- outputs
@@ -432,6 +86,8 @@ def _card_hyperparameters(training_args: TrainingArguments, task_values: dict) -
         del values["max_steps"]
     if not values["label_smoothing_factor"]:
         del values["label_smoothing_factor"]
+    if 0 < values["warmup_steps"] < 1:  # transformers reads a value below 1 as a fraction of the run's steps
+        values = {WARMUP_FRACTION if name == "warmup_steps" else name: value for name, value in values.items()}
     values["world_size"] = training_args.world_size
     return {**values, **task_values}
 
@@ -463,16 +119,16 @@ class PreparedRun:
 
 class TrainingTask:
     """The task-specific half of a fine-tuning run; `run` does the rest (checks, threads, summary, resume, Hub
-    folder, push, results). Subclasses: image classification here, semantic segmentation in
-    `segmentation_training.py`."""
+    folder, push, results). Each task's folder under `modeling_pvt/tasks/` has one."""
 
-    name = "finetune"
-    pipeline_task = "image-classification"
-    data_arguments: type = DataArguments
+    name: str
+    pipeline_task: str
+    data_arguments: type
     training_arguments: type = PvtTrainingArguments
+    default_data_name: str  # the embedded data set a run without data flags trains on
 
     def data_source(self, data_args) -> str:
-        return data_args.dataset_name or data_args.train_dir or data_args.validation_dir or DIGITS_NAME
+        return data_args.dataset_name or data_args.train_dir or data_args.validation_dir or self.default_data_name
 
     def prepare(self, model_args: ModelArguments, data_args, training_args) -> PreparedRun:
         raise NotImplementedError
@@ -495,66 +151,6 @@ class TrainingTask:
 
     def write_pictures(self, trainer: Trainer, prepared: PreparedRun, evaluation, output_dir: Path) -> None:
         raise NotImplementedError
-
-
-class ImageClassificationTask(TrainingTask):
-    def prepare(self, model_args, data_args, training_args) -> PreparedRun:
-        splits = data_args.load(digits_image_size=model_args.image_size or DIGITS_IMAGE_SIZE)
-        model, processor = build_model_and_processor(model_args, splits, data_args.is_digits)
-        augmentation = TrainAugmentation(
-            data_args.crop_scale_min,
-            data_args.horizontal_flip_probability,
-            data_args.rand_augment_ops,
-            data_args.rand_augment_magnitude,
-        )
-        splits = limited(splits, data_args, training_args.seed)
-        height, width = processor_size(processor)
-
-        def probe_inputs(batch_size: int) -> dict:
-            generator = torch.Generator().manual_seed(0)
-            return {
-                "pixel_values": torch.randn(batch_size, model.config.num_channels, height, width, generator=generator),
-                "labels": torch.randint(model.config.num_labels, (batch_size,), generator=generator),
-            }
-
-        transformed = with_transforms(splits, processor, augmentation)
-        return PreparedRun(splits, transformed, model, processor, f"{height}x{width}", probe_inputs)
-
-    def trainer(self, prepared, data_args, training_args) -> Trainer:
-        return PvtTrainer(
-            model=prepared.model,
-            args=training_args,
-            train_dataset=prepared.transformed.train,
-            eval_dataset=prepared.transformed.eval,
-            processing_class=prepared.processor,
-            compute_metrics=make_compute_metrics(),
-            preprocess_logits_for_metrics=top_k_indices,
-            mixup_alpha=data_args.mixup_alpha,
-            cutmix_alpha=data_args.cutmix_alpha,
-        )
-
-    def evaluate(self, trainer, prepared):
-        prediction = trainer.predict(prepared.transformed.eval, metric_key_prefix="eval")
-        return prediction.metrics, prediction
-
-    def card_results(self, metrics):
-        return {name: metrics[f"eval_{name}"] for name in ("accuracy", "top5_accuracy") if f"eval_{name}" in metrics}
-
-    def card_hyperparameters(self, data_args):
-        return {name: getattr(data_args, name) for name in ("mixup_alpha", "cutmix_alpha", "rand_augment_ops")}
-
-    def headline(self, metrics, prepared):
-        top5 = f", top-5 {metrics['eval_top5_accuracy']:.2%}" if "eval_top5_accuracy" in metrics else ""
-        return f"eval accuracy {metrics['eval_accuracy']:.2%}{top5}"
-
-    def write_pictures(self, trainer, prepared, evaluation, output_dir):
-        plot_training_curves(trainer.state.log_history, output_dir, CLASSIFICATION_FIGURES)
-        plot_confusion_matrix(
-            evaluation.predictions[:, 0],
-            evaluation.label_ids,
-            prepared.splits.label_names,
-            output_dir / "confusion_matrix.png",
-        )
 
 
 # ------------------------------------------------------------------------------------------------------------- run
@@ -582,7 +178,7 @@ def _check_before_training(model_args: ModelArguments, data_args, training_args,
     if model_args.model_name_or_path:
         read_pvt_config(model_args.model_name_or_path)
     else:
-        _check_config_name(model_args.config_name)
+        check_config_name(model_args.config_name)
     for name in ("per_device_train_batch_size", "per_device_eval_batch_size"):
         if getattr(training_args, name) < 1:
             raise ValueError(f"--{name} must be at least 1 (got {getattr(training_args, name)}).")
@@ -590,6 +186,7 @@ def _check_before_training(model_args: ModelArguments, data_args, training_args,
     if data_args.streaming and training_args.max_steps <= 0:
         raise DataError("A streamed dataset has no length, so epochs are unknown: pass --max_steps N.")
     check_output_dir(training_args.output_dir, training_args.overwrite_output_dir, training_args.resume_from_checkpoint)
+    check_resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if push_to_hub:
         if not training_args.hub_model_id:
             raise ValueError("--push_to_hub needs --hub_model_id org/name.")
@@ -627,6 +224,8 @@ def _size(dataset) -> str:
 
 
 def _precision(training_args) -> str:
+    if training_args.precision_choice:
+        return training_args.precision_choice
     if training_args.bf16:
         on_cpu = " on the CPU (fastest only on CPUs with native bf16)" if training_args.use_cpu else ""
         return f"bf16 autocast{on_cpu}"
@@ -677,9 +276,8 @@ def _print_start(task: TrainingTask, prepared: PreparedRun, model_args, training
     )
 
 
-def run(model_args: ModelArguments, data_args, training_args, task: TrainingTask | None = None) -> dict:
+def run(model_args: ModelArguments, data_args, training_args, task: TrainingTask) -> dict:
     """Trains, evaluates and writes every output; returns all_results."""
-    task = task or ImageClassificationTask()
     started = time.time()
     # Our transforms add columns Trainer cannot see in forward's signature; never let it drop the image column.
     training_args.remove_unused_columns = False
@@ -713,7 +311,8 @@ def run(model_args: ModelArguments, data_args, training_args, task: TrainingTask
         )
 
     trainer = task.trainer(prepared, data_args, training_args)
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    with quiet_shard_writing():  # Trainer saves a checkpoint every --save_steps
+        train_result = trainer.train(resume_from_checkpoint=checkpoint)
     eval_metrics, evaluation = task.evaluate(trainer, prepared)
 
     results = {
@@ -734,6 +333,7 @@ def run(model_args: ModelArguments, data_args, training_args, task: TrainingTask
             training_args=_card_hyperparameters(training_args, task.card_hyperparameters(data_args)),
             base_model=_hub_id_or_none(model_args.model_name_or_path),
             repo_id=training_args.hub_model_id,
+            from_scratch=model_args.model_name_or_path is None,
         )
         results["model_dir"] = str(model_dir)
         push_note = ""
@@ -753,9 +353,8 @@ def _hub_id_or_none(model_name_or_path: str | None) -> str | None:
     return model_name_or_path
 
 
-def main(argv: list[str] | None = None, task: TrainingTask | None = None) -> dict:
+def main(argv: list[str] | None, task: TrainingTask) -> dict:
     """A fine-tuning CLI; raises on a user's mistake (the scripts print it as one line: `cli.run_cli`)."""
-    task = task or ImageClassificationTask()
     argv = sys.argv[1:] if argv is None else argv
     model_args, data_args, training_args = parse_arguments(argv, task)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)

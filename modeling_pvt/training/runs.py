@@ -23,6 +23,8 @@ import torch
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..cli import missing_checkpoint_message, output_dir_is_a_file_message
+
 OUTPUTS_ROOT = Path("outputs")
 MODEL_SUBFOLDER = "model"  # the Hub-ready folder of a finished run; its config.json marks the run as finished
 # Folder names that say which split a folder is, not what the data is: /data/imagenet/train -> "imagenet".
@@ -82,6 +84,8 @@ def check_output_dir(output_dir: str | Path, overwrite: bool, resume: str | None
     """Raises `FileExistsError` (naming the ways out) when a run in `output_dir` would replace finished work: a
     finished model, or an unfinished run's checkpoints that this run neither resumes nor was told to overwrite."""
     output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise FileExistsError(output_dir_is_a_file_message(output_dir))
     if overwrite or not output_dir.is_dir():
         return
     if is_finished(output_dir):
@@ -99,6 +103,13 @@ def check_output_dir(output_dir: str | Path, overwrite: bool, resume: str | None
 
 
 # ---------------------------------------------------------------------------------------------------------- resume
+
+
+def check_resume_checkpoint(resume_from_checkpoint: str | None, output_dir: str | Path) -> None:
+    """Raises `FileNotFoundError` naming the checkpoints that exist (and `last`) when `--resume_from_checkpoint`
+    is a path that does not exist; before any data is read. Whether it is complete is `resolve_checkpoint`'s."""
+    if resume_from_checkpoint not in (None, "last") and not Path(resume_from_checkpoint).exists():
+        raise FileNotFoundError(missing_checkpoint_message(resume_from_checkpoint, output_dir))
 
 
 def resolve_checkpoint(resume_from_checkpoint: str | None, output_dir: str | Path) -> str | None:

@@ -29,8 +29,8 @@ from modeling_pvt import (
     PvtForImageClassification,
     PvtV1ImageProcessor,
 )
-from modeling_pvt.conversion import ConversionError
-from modeling_pvt.heads import load_pvt_backbone_weights, save_head_model
+from modeling_pvt.checkpoints.conversion import ConversionError
+from modeling_pvt.checkpoints.heads import load_pvt_backbone_weights, save_head_model
 
 ALL_STAGES = [0, 1, 2, 3]
 

@@ -16,17 +16,19 @@ import torch
 from conftest import tiny_config
 from helpers import (
     REMOTE_CODE_FILES,
+    REPO,
     lay_out_as_hub_cache,
     read_json,
     run_without_package,
 )
 from huggingface_hub.errors import HfHubHTTPError
 
-from modeling_pvt import PvtForImageClassification, PvtImageProcessor, hub
+from modeling_pvt import PvtForImageClassification, PvtImageProcessor
+from modeling_pvt.checkpoints import hub
+from modeling_pvt.checkpoints.hub import PublishError, push_folder, save_hub_folder
 from modeling_pvt.cli import run_cli
-from modeling_pvt.hub import PublishError, push_folder, save_hub_folder
 
-PUSH_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "push_to_hub.py"
+PUSH_SCRIPT = REPO / "scripts" / "push_to_hub.py"
 push_script_main = runpy.run_path(str(PUSH_SCRIPT))["main"]
 
 
@@ -102,6 +104,20 @@ def test_hub_folder_has_the_published_layout(hub_folder, model):
     os.umask(umask)
     assert stat.S_IMODE(hub_folder.stat().st_mode) == 0o777 & ~umask
     assert {stat.S_IMODE(path.stat().st_mode) for path in hub_folder.iterdir()} == {0o666 & ~umask}
+
+
+def test_saving_shows_no_shard_progress_bar_but_leaves_other_bars(tmp_path, model, monkeypatch, capsys):
+    from transformers.utils import logging as transformers_logging
+
+    monkeypatch.setattr(transformers_logging, "_tqdm_active", True)  # as on a user's terminal
+    model.save_pretrained(tmp_path / "plain")
+    assert hub.SHARD_PROGRESS_BAR in capsys.readouterr().err  # transformers' own bar, which the folder hides
+    save_hub_folder(model, PvtImageProcessor(), tmp_path / "quiet")
+    with hub.quiet_shard_writing():
+        model.save_pretrained(tmp_path / "checkpoint")  # as Trainer saves inside the run loop
+        list(transformers_logging.tqdm(range(2), desc="Loading weights"))
+    err = capsys.readouterr().err
+    assert hub.SHARD_PROGRESS_BAR not in err and "Loading weights" in err
 
 
 def test_large_weights_are_sharded_and_load_back(tmp_path, model):

@@ -1,11 +1,11 @@
 import json
-from pathlib import Path
 
 import pytest
+from helpers import REPO
 
 from modeling_pvt import PRESETS, PvtConfig, PvtForImageClassification
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configuration"
+CONFIG_DIR = REPO / "configuration"
 # Parameter counts (millions) in Table 2 of the paper, for 1000 ImageNet classes.
 PAPER_PARAMS_M = {"pvt-tiny": 13.2, "pvt-small": 24.5, "pvt-medium": 44.2, "pvt-large": 61.4}
 

@@ -4,27 +4,31 @@ scripts/benchmark.py, never asserted here."""
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from modeling_pvt import benchmarking
-from modeling_pvt.benchmarking import (
-    PAPER_GFLOPS,
-    BenchmarkSettings,
+from modeling_pvt.cpu_fast_paths import CpuCapabilities, detect_cpu_capabilities
+from modeling_pvt.speed.benchmark import run as benchmark
+from modeling_pvt.speed.benchmark.models import build_runner, our_classifier, paired_models
+from modeling_pvt.speed.benchmark.run import (
+    main,
+    model_statistics,
+    parse_args,
+    run_benchmark,
+)
+from modeling_pvt.speed.benchmark.report import format_table
+from modeling_pvt.speed.benchmark.settings import PAPER_GFLOPS, BenchmarkSettings
+from modeling_pvt.speed.benchmark.timing import (
     Setting,
     VariantProcesses,
     background_load,
-    main,
-    model_statistics,
-    our_classifier,
-    paired_models,
-    parse_args,
+    forward_gflops,
     peak_memory_bytes,
-    run_benchmark,
 )
-from modeling_pvt.cpu_fast_paths import CpuCapabilities
 
 TINY = {
     "hidden_sizes": [8, 16, 32, 64],
@@ -61,16 +65,18 @@ def test_json_has_every_setting_and_mode(results):
     rows = {(row["task"], row["mode"], row["height"], row["width"]) for row in results["measurements"]}
     fp32 = ("eager", "aten-linear")
     int8 = ("int8", "int8-onnx", "int8-static")
-    expected = {("inference", mode, 64, 64) for mode in ("native", *fp32, "bf16", *int8)}
-    expected |= {("training", mode, 64, 64) for mode in ("native", *fp32, "bf16", "checkpointed")}
+    # Where bf16 is emulated the benchmark skips its modes (with a note) instead of timing a slow emulation.
+    bf16 = ("bf16",) if detect_cpu_capabilities().native_bf16 else ()
+    expected = {("inference", mode, 64, 64) for mode in ("native", *fp32, *bf16, *int8)}
+    expected |= {("training", mode, 64, 64) for mode in ("native", *fp32, *bf16, "checkpointed")}
     # The native model cannot run at any size but its own; as a backbone it is built for a square size.
-    expected |= {("inference", mode, 96, 64) for mode in (*fp32, "bf16", *int8)}
-    expected |= {("training", mode, 96, 64) for mode in (*fp32, "bf16", "checkpointed")}
+    expected |= {("inference", mode, 96, 64) for mode in (*fp32, *bf16, *int8)}
+    expected |= {("training", mode, 96, 64) for mode in (*fp32, *bf16, "checkpointed")}
     # Static int8 is our model with int8 layers: it runs the dense inference tasks too, never training.
-    expected |= {("backbone", mode, 128, 96) for mode in (*fp32, "bf16", "int8-static")}
-    expected |= {("backbone", mode, 64, 64) for mode in ("native", *fp32, "bf16", "int8-static")}
-    expected |= {("segmentation", mode, 64, 96) for mode in (*fp32, "bf16", "int8-static")}
-    expected |= {("segmentation-training", mode, 64, 64) for mode in (*fp32, "bf16", "checkpointed")}
+    expected |= {("backbone", mode, 128, 96) for mode in (*fp32, *bf16, "int8-static")}
+    expected |= {("backbone", mode, 64, 64) for mode in ("native", *fp32, *bf16, "int8-static")}
+    expected |= {("segmentation", mode, 64, 96) for mode in (*fp32, *bf16, "int8-static")}
+    expected |= {("segmentation-training", mode, 64, 64) for mode in (*fp32, *bf16, "checkpointed")}
     assert rows == expected
     for row in results["measurements"]:
         assert set(row) == MEASUREMENT_FIELDS
@@ -107,7 +113,7 @@ def test_model_statistics_and_environment(results):
 def test_gflops_grow_faster_than_pixels_on_dense_sizes():
     # Attention FLOPs grow with (H*W)^2 / R^2: four times the pixels must cost more than four times the FLOPs.
     _, config, _ = paired_models("pvt-tiny", **TINY)
-    small, large = (benchmarking.forward_gflops("backbone", config, size, size) for size in (64, 128))
+    small, large = (forward_gflops("backbone", config, size, size) for size in (64, 128))
     assert large > 4 * small
 
 
@@ -168,7 +174,7 @@ def test_background_load_is_stopped_when_the_benchmark_fails():
 
 def test_bf16_modes_are_skipped_where_bf16_is_emulated(monkeypatch):
     no_bf16 = CpuCapabilities("GenuineIntel", "Xeon", "x86_64", frozenset({"avx2", "avx512f"}), "AVX512", True)
-    monkeypatch.setattr(benchmarking, "detect_cpu_capabilities", lambda: no_bf16)
+    monkeypatch.setattr(benchmark, "detect_cpu_capabilities", lambda: no_bf16)
     settings = BenchmarkSettings(
         presets=["pvt-tiny"], config_overrides=TINY, tasks=[], modes=["eager", "bf16"], measure_gemm_peak=False
     )
@@ -178,13 +184,13 @@ def test_bf16_modes_are_skipped_where_bf16_is_emulated(monkeypatch):
 
 def test_modes_per_task_and_size():
     modes = ["native", "eager", "checkpointed", "int8", "int8-static"]
-    assert benchmarking._modes_for("inference", modes, 224, 224, (224, 224)) == ["native", "eager", *modes[3:]]
-    assert benchmarking._modes_for("inference", modes, 256, 224, (224, 224)) == ["eager", *modes[3:]]
-    assert benchmarking._modes_for("training", modes, 224, 224, (224, 224)) == ["native", "eager", "checkpointed"]
-    assert benchmarking._modes_for("backbone", modes, 512, 512, (224, 224)) == ["native", "eager", "int8-static"]
-    assert benchmarking._modes_for("backbone", modes, 512, 683, (224, 224)) == ["eager", "int8-static"]
-    assert benchmarking._modes_for("segmentation", modes, 512, 683, (224, 224)) == ["eager", "int8-static"]
-    assert benchmarking._modes_for("segmentation-training", modes, 512, 512, (224, 224)) == ["eager", "checkpointed"]
+    assert benchmark._modes_for("inference", modes, 224, 224, (224, 224)) == ["native", "eager", *modes[3:]]
+    assert benchmark._modes_for("inference", modes, 256, 224, (224, 224)) == ["eager", *modes[3:]]
+    assert benchmark._modes_for("training", modes, 224, 224, (224, 224)) == ["native", "eager", "checkpointed"]
+    assert benchmark._modes_for("backbone", modes, 512, 512, (224, 224)) == ["native", "eager", "int8-static"]
+    assert benchmark._modes_for("backbone", modes, 512, 683, (224, 224)) == ["eager", "int8-static"]
+    assert benchmark._modes_for("segmentation", modes, 512, 683, (224, 224)) == ["eager", "int8-static"]
+    assert benchmark._modes_for("segmentation-training", modes, 512, 512, (224, 224)) == ["eager", "checkpointed"]
 
 
 def test_each_variant_times_in_its_own_process_and_reports_its_errors():
@@ -203,3 +209,48 @@ def test_each_variant_times_in_its_own_process_and_reports_its_errors():
 def test_an_unusable_device_is_one_clear_error():
     with pytest.raises(ValueError, match="--device cuda:99 is not usable here .*use --device cpu"):
         run_benchmark(BenchmarkSettings(presets=["pvt-tiny"], device="cuda:99"), progress=lambda _: None)
+
+
+def test_memory_measurement_prints_no_profiler_lines(tmp_path):
+    """torch.profiler's C++ core (kineto) prints `USDT: … profiler_start` lines unless told otherwise, once per
+    process: a fresh interpreter, as each benchmarked variant's process is."""
+    code = (
+        "import torch\n"
+        "from modeling_pvt.speed.benchmark.timing import peak_memory_bytes\n"
+        "print(peak_memory_bytes(lambda: torch.ones(1000).sum(), 'cpu'))\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "KINETO_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert int(result.stdout.split()[-1]) >= 4000
+    assert "USDT" not in result.stderr and "profiler_start" not in result.stderr, result.stderr
+
+
+def test_the_table_says_1_thread_and_1_busy_process():
+    results = {
+        "environment": {
+            "cpu": "a CPU", "torch_threads": 1, "gpu": "none", "background_load_processes": 1,
+            "omp_wait_policy": "PASSIVE", "cpu_fast_paths": None, "attention_of_other_modes": "sdpa",
+            "segmentation_model": "PvtForSemanticSegmentation",
+        },
+        "measurements": [], "models": {}, "agreement": [], "modes": {}, "notes": [],
+    }  # fmt: skip
+    assert "CPU: a CPU; 1 thread; GPU: none; background load: 1 busy process;" in format_table(results)
+    results["environment"].update(torch_threads=2, background_load_processes=3)
+    assert "2 threads; GPU: none; background load: 3 busy processes;" in format_table(results)
+
+
+def test_detection_tasks_build_time_and_count_the_retinanet():
+    from modeling_pvt.speed.benchmark.timing import setting_models_and_inputs
+
+    setting = Setting("pvt-tiny", "detection-training", 2, 64, 96, TINY, "cpu", None, 0)
+    native, config, state_dict, pixel_values, labels = setting_models_and_inputs(setting)
+    assert len(labels) == 2 and all((image["boxes"][:, 2:] <= torch.tensor([96, 64])).all() for image in labels)
+    runner = build_runner("eager", "detection-training", native, config, state_dict, pixel_values, labels, "cpu")
+    runner.step()
+    inference = build_runner("sdpa", "detection", native, config, state_dict, pixel_values, None, "cpu")
+    # 9 anchors on P3..P7 of a 64x96 input: 8x12, 4x6, 2x3, then the stride-2 convs' 1x2 and 1x1.
+    assert inference.outputs().shape[:2] == (2, 9 * (96 + 24 + 6 + 2 + 1))
+    assert forward_gflops("detection", config, 64, 96) > forward_gflops("backbone", config, 64, 96)
+    with pytest.raises(ValueError, match="no PVT model for detection"):
+        build_runner("native", "detection", native, config, state_dict, pixel_values, None, "cpu")

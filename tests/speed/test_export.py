@@ -12,10 +12,10 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 from modeling_pvt import PvtForImageClassification
-from modeling_pvt.export import check_sizes, export_program
-from modeling_pvt.export import main as export_onnx_main
 from modeling_pvt.modeling_pvt import _HAS_ONEDNN_LINEAR, fast_linear
-from modeling_pvt.quantization import int8_classifier, quantize_torch
+from modeling_pvt.speed.export import _quiet_exporter, check_sizes, export_program
+from modeling_pvt.speed.export import main as export_onnx_main
+from modeling_pvt.speed.quantization import int8_classifier, quantize_torch
 
 # Non-square first: dynamo's duck sizing would otherwise guard on height == width and compile once more for the
 # first non-square input. Batch sizes stay >= 2 because size-1 dimensions are always specialised.
@@ -126,6 +126,18 @@ def test_export_onnx_script_checks_onnxruntime_at_two_sizes(model, tmp_path):
     dims = [dim.dim_param or dim.dim_value for dim in graph_input.type.tensor_type.shape.dim]
     assert graph_input.name == "pixel_values" and dims[1] == 3
     assert all(isinstance(dim, str) for dim in (dims[0], dims[2], dims[3])), f"batch/height/width not dynamic: {dims}"
+
+
+def test_export_drops_only_the_exporters_torchvision_notes(caplog):
+    from torch.onnx._internal.exporter import _registration
+
+    _registration._get_overload("torchvision::nms")  # what the exporter does for each torchvision op it knows
+    assert "torchvision is not installed. Skipping torchvision::nms" in caplog.text
+    caplog.clear()
+    with _quiet_exporter():
+        _registration._get_overload("torchvision::nms")
+        _registration.logger.warning("another note")
+    assert "torchvision" not in caplog.text and "another note" in caplog.text
 
 
 def test_export_of_a_model_trained_at_its_minimum_size_stays_dynamic():

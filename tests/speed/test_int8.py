@@ -6,22 +6,28 @@ import dataclasses
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_config
+from helpers import REPO
 from PIL import Image
 from torch import nn
 from transformers import pipeline
 
-from modeling_pvt import PvtBackbone, PvtForImageClassification, PvtForSemanticSegmentation, PvtImageProcessor
-from modeling_pvt import benchmarking, quantization
+from modeling_pvt import (
+    PvtBackbone,
+    PvtForImageClassification,
+    PvtForSemanticSegmentation,
+    PvtImageProcessor,
+)
 from modeling_pvt.cpu_fast_paths import detect_cpu_capabilities, isa_caps_from
-from modeling_pvt.data import load_digits_splits
-from modeling_pvt.quantization import (
+from modeling_pvt.data.digits import load_digits_splits
+from modeling_pvt.speed import quantization
+from modeling_pvt.speed.benchmark import run as benchmark
+from modeling_pvt.speed.quantization import (
     Int8Conv2d,
     Int8Linear,
     Int8Mlp,
@@ -85,7 +91,7 @@ def test_weights_are_7_bit_where_onednn_has_no_int8_dot_product(flags, cap, leve
 # Inputs at the top of the uint8 range times weights at the top of the int8 range: what saturates int16 pair sums.
 SATURATION_CHECK = """
 import torch
-from modeling_pvt.quantization import Int8Linear
+from modeling_pvt.speed.quantization import Int8Linear
 linear = torch.nn.Linear(64, 8, bias=False)
 torch.nn.init.ones_(linear.weight)
 print(Int8Linear(linear, (0.0, 255.0))(torch.full((4, 64), 255.0))[0, 0].item())
@@ -95,7 +101,7 @@ print(Int8Linear(linear, (0.0, 255.0))(torch.full((4, 64), 255.0))[0, 0].item())
 @pytest.mark.parametrize("isa", ["AVX2", "AVX512_CORE_VNNI"])
 def test_int8_linear_does_not_saturate_without_vnni(isa):
     # oneDNN reads its ISA cap once per process: a fresh one per ISA.
-    environment = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    environment = {**os.environ, "ONEDNN_MAX_CPU_ISA": isa, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-c", SATURATION_CHECK], env=environment, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) == pytest.approx(255 * 64, rel=1e-5)
@@ -213,7 +219,7 @@ def test_row_chunked_int8_mlp_matches_the_whole_one(classifier, calibration, mon
 
     monkeypatch.setattr(Int8Mlp, "unchunked_forward", counting_forward)
     # The MLP's input is uint8 (the LayerNorm quantized it): stage 1's 16-wide hidden rows are 16 bytes each.
-    for module, prefix in (("modeling_pvt.modeling_pvt", "MLP_"), ("modeling_pvt.quantization", "INT8_GEMM_")):
+    for module, prefix in (("modeling_pvt.modeling_pvt", "MLP_"), ("modeling_pvt.speed.quantization", "INT8_GEMM_")):
         monkeypatch.setattr(f"{module}.{prefix}CHUNKING_BYTES", 1024)
         monkeypatch.setattr(f"{module}.{prefix}CHUNK_BYTES", 256)
     with torch.inference_mode():
@@ -282,9 +288,9 @@ def test_the_agreement_benchmark_calibrates_on_training_images_only(tmp_path, mo
         return original(model, calibration_pixel_values)
 
     monkeypatch.setattr(quantization, "quantize_onednn", spy)
-    settings = benchmarking.BenchmarkSettings(modes=["int8-static"])
-    report = benchmarking.top1_agreement(str(tmp_path), ["int8-static"], settings)
-    assert report["calibration_images"] == len(seen[0]) == benchmarking.CALIBRATION_IMAGES
+    settings = benchmark.BenchmarkSettings(modes=["int8-static"])
+    report = benchmark.top1_agreement(str(tmp_path), ["int8-static"], settings)
+    assert report["calibration_images"] == len(seen[0]) == benchmark.CALIBRATION_IMAGES
     assert 0 <= report["agreement_with_fp32_eager"]["int8-static"] <= 1
     assert report["max_probability_error_vs_fp32_eager"]["int8-static"] > 0
     evaluated = PvtImageProcessor(size={"height": 32, "width": 32})(

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import torch
 from conftest import tiny_config, tiny_segmentation_config_file, tiny_segmentation_flags
-from helpers import make_mask_folder, read_json
+from helpers import REPO, make_mask_folder, read_json
 
 from modeling_pvt import PvtConfig, PvtForSemanticSegmentation
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _free_port() -> int:

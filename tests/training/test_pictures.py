@@ -7,17 +7,19 @@ import torch
 from PIL import Image
 
 from modeling_pvt import PvtImageProcessor
-from modeling_pvt.pictures import (
-    CLASSIFICATION_FIGURES,
+from modeling_pvt.pictures import palette, plot_training_curves
+from modeling_pvt.tasks.classification.task import CLASSIFICATION_FIGURES
+from modeling_pvt.tasks.segmentation.data import (
+    GRID_LABEL_NAMES,
+    load_grid_digits_splits,
+)
+from modeling_pvt.tasks.segmentation.pictures import (
     SEGMENTATION_FIGURES,
     overlay,
-    palette,
     plot_predictions,
     plot_segmentation_grid,
-    plot_training_curves,
 )
-from modeling_pvt.segmentation_data import GRID_LABEL_NAMES, load_grid_digits_splits
-from modeling_pvt.segmentation_transforms import with_segmentation_transforms
+from modeling_pvt.tasks.segmentation.transforms import with_segmentation_transforms
 
 LOG_HISTORY = [
     {"step": 10, "loss": 2.0},

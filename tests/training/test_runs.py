@@ -1,4 +1,4 @@
-"""modeling_pvt.runs, the task-independent parts of a training run: folder names, what a run may never replace,
+"""modeling_pvt.training.runs, the task-independent parts of a training run: folder names, what a run may never replace,
 resuming, and the CPU thread choice (decided from a mocked measurement: no timing is asserted)."""
 
 from pathlib import Path
@@ -7,8 +7,9 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from modeling_pvt import PvtForImageClassification, runs
-from modeling_pvt.runs import (
+from modeling_pvt import PvtForImageClassification
+from modeling_pvt.training import runs
+from modeling_pvt.training.runs import (
     MEASURE_MIN_STEPS,
     check_output_dir,
     choose_cpu_threads,

@@ -8,7 +8,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from modeling_pvt.sync_batch_norm import DistributedBatchNorm2d, synchronize_batch_norms
+from modeling_pvt.training.sync_batch_norm import (
+    DistributedBatchNorm2d,
+    synchronize_batch_norms,
+)
 
 CHANNELS = 3
 

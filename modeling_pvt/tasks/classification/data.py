@@ -1,143 +1,40 @@
-"""Image-classification data for fine-tuning and evaluation: the embedded digits default, local image folders and
-Hub datasets (optionally streamed), with lazy train/eval transforms built from the image processor.
-
-Everything here uses PIL, NumPy and torch only (no torchvision).
-
-Corrupt or truncated files in a local folder are *skipped with a warning* that counts them and names the first
-few: one bad file out of a million should not stop a run, but the count tells you to look. Every local image is
-decoded once up front for this (turn it off with `verify_images=False` for huge folders you trust). Hub datasets are
-not pre-scanned; a broken image there fails when it is read, with the error naming the dataset.
-"""
+"""Image-classification data for fine-tuning and evaluation: the embedded digits default, local folders laid out as
+<class>/<image> and Hub datasets with a class-label column, with lazy train/eval transforms built from the image
+processor (PIL, NumPy and torch only; no torchvision)."""
 
 from __future__ import annotations
 
 import logging
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import (
-    ClassLabel,
-    Dataset,
-    DatasetDict,
-    Features,
-    IterableDataset,
-    IterableDatasetDict,
-    load_dataset,
-)
-from datasets import Image as ImageFeature
+from datasets import ClassLabel, Dataset, IterableDataset, load_dataset
 from PIL import Image, ImageEnhance, ImageOps
 
-from .image_processing_pvt import to_8_bit
+from ...data.digits import DIGITS_SPLIT_SEED, HELD_OUT_FRACTION, load_digits_splits
+from ...data.sources import (
+    CORRUPT,
+    CORRUPT_FIX,
+    DataError,
+    DatasetArguments,
+    LabeledSplits,
+    attach_transform,
+    find_images,
+    open_hub_dataset,
+    processor_size,
+    refuse_mostly_skipped,
+    to_rgb,
+    warn_skipped,
+)
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-DIGITS_NAME = "sklearn-digits"
-# The held-out split of the embedded digits is fixed (not tied to the training seed) so that every run and every
-# evaluation compares on exactly the same 360 images.
-DIGITS_SPLIT_SEED = 0
-HELD_OUT_FRACTION = 0.2
-_SKIPPED_NAMES_SHOWN = 5
-CORRUPT_FIX = "Delete or re-export them to use them."
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the problem and how to fix it."""
-
-
-@dataclass
-class LabeledSplits:
-    """Train/eval splits with `image` and `label` columns (a class id, or for segmentation a mask image), plus the
-    class names in label-id order."""
-
-    train: Dataset | IterableDataset | None
-    eval: Dataset | IterableDataset
-    label_names: list[str]
-    source: str
-
-    @property
-    def id2label(self) -> dict[int, str]:
-        return dict(enumerate(self.label_names))
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {name: index for index, name in enumerate(self.label_names)}
-
 
 # --------------------------------------------------------------------------------------------------------- sources
-
-
-def upscaled_digits(image_size: int) -> tuple[list[Image.Image], np.ndarray, np.ndarray, np.ndarray]:
-    """scikit-learn's bundled 8x8 handwritten digits (1797, shipped with scikit-learn, no network) as grayscale
-    `image_size` images, their classes, and the fixed stratified 80/20 (train, held-out) index split that every task
-    built on them shares."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    # Pixel values are 0..16; scale to 0..255 and upscale bicubically so strokes stay smooth.
-    pixels = (digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    images = [Image.fromarray(array, mode="L").resize((image_size, image_size), Image.BICUBIC) for array in pixels]
-    train_indices, eval_indices = train_test_split(
-        np.arange(len(images)), test_size=HELD_OUT_FRACTION, stratify=digits.target, random_state=DIGITS_SPLIT_SEED
-    )
-    return images, digits.target, train_indices, eval_indices
-
-
-def load_digits_splits(image_size: int = 32) -> LabeledSplits:
-    """The digits as `image_size` RGB images with their class labels, split as `upscaled_digits` splits them."""
-    grayscale, classes, train_indices, eval_indices = upscaled_digits(image_size)
-    images = [image.convert("RGB") for image in grayscale]
-    labels = classes.tolist()
-    label_names = [str(digit) for digit in range(10)]
-    features = Features({"image": ImageFeature(), "label": ClassLabel(names=label_names)})
-
-    def subset(indices):
-        return Dataset.from_dict(
-            {"image": [images[i] for i in indices], "label": [labels[i] for i in indices]}, features=features
-        )
-
-    return LabeledSplits(subset(train_indices), subset(eval_indices), label_names, DIGITS_NAME)
-
-
-def find_images(directory: str | Path, verify: bool = True, layout: str | None = None) -> tuple[list[Path], list[Path]]:
-    """(readable image files, corrupt/truncated files) under `directory`, sorted. Raises `DataError` when the
-    directory is missing or holds no image files; `layout` says where the files belong (default: class folders)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(f"Image folder {directory} does not exist or is not a directory. Check the path.")
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        layout = layout or (
-            f"Put the images in one subfolder per class, e.g. {directory}/cat/0001.jpg and {directory}/dog/0001.jpg."
-        )
-        raise DataError(f"No image files found under {directory} (looked for {', '.join(IMAGE_EXTENSIONS)}). {layout}")
-    if not verify:
-        return files, []
-    readable, corrupt = [], []
-    for path in files:
-        try:
-            with Image.open(path) as image:
-                image.load()  # a full decode: `verify()` alone misses truncated JPEGs
-            readable.append(path)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-            corrupt.append(path)
-    return readable, corrupt
-
-
-def warn_skipped(skipped: list[Path], total: int, directory: Path, kind: str, fix: str) -> None:
-    """One warning that counts the files left out of `directory` and names the first few."""
-    if not skipped:
-        return
-    shown = ", ".join(str(p) for p in skipped[:_SKIPPED_NAMES_SHOWN])
-    more = f" and {len(skipped) - _SKIPPED_NAMES_SHOWN} more" if len(skipped) > _SKIPPED_NAMES_SHOWN else ""
-    logger.warning(
-        "Skipping %d %s file(s) of %d in %s: %s%s. %s", len(skipped), kind, total, directory, shown, more, fix
-    )
 
 
 def _class_of(path: Path, root: Path) -> str | None:
@@ -145,11 +42,13 @@ def _class_of(path: Path, root: Path) -> str | None:
     return parts[0] if len(parts) > 1 else None
 
 
-def _checked_folder_files(directory: Path, verify: bool) -> list[Path]:
+def _checked_folder_files(directory: Path, verify: bool, allow_skipped_files: bool = False) -> list[Path]:
     readable, corrupt = find_images(directory, verify)
-    warn_skipped(corrupt, len(corrupt) + len(readable), directory, "corrupt or truncated image", CORRUPT_FIX)
     if not readable:
         raise DataError(f"All {len(corrupt)} image files under {directory} are corrupt or truncated.")
+    total = len(corrupt) + len(readable)
+    refuse_mostly_skipped({CORRUPT: corrupt}, total, str(directory), "image", allow_skipped_files)
+    warn_skipped(corrupt, total, directory, f"{CORRUPT} image", CORRUPT_FIX)
     unlabeled = [p for p in readable if _class_of(p, directory) is None]
     if unlabeled:
         raise DataError(
@@ -165,16 +64,18 @@ def load_image_folder_splits(
     held_out_fraction: float = HELD_OUT_FRACTION,
     seed: int = DIGITS_SPLIT_SEED,
     verify_images: bool = True,
+    allow_skipped_files: bool = False,
 ) -> LabeledSplits:
     """Local folders laid out as `<dir>/<class_name>/<image>`, read with the `datasets` imagefolder builder. Without
     `validation_dir`, a stratified `held_out_fraction` of the train folder is held out; without `train_dir`
-    (evaluation only), `validation_dir` is the eval split."""
+    (evaluation only), `validation_dir` is the eval split. A folder of which more than half of the images are corrupt
+    is refused unless `allow_skipped_files` (`refuse_mostly_skipped`)."""
     if train_dir is None and validation_dir is None:
         raise DataError("Pass a train folder, a validation folder, or both.")
     data_files, classes_of = {}, {}
     for split, directory in (("train", train_dir), ("validation", validation_dir)):
         if directory is not None:
-            files = _checked_folder_files(Path(directory), verify_images)
+            files = _checked_folder_files(Path(directory), verify_images, allow_skipped_files)
             classes_of[split] = {_class_of(path, Path(directory)) for path in files}
             data_files[split] = [str(path) for path in files]
     class_names = set().union(*classes_of.values())
@@ -196,43 +97,6 @@ def load_image_folder_splits(
         splits = _hold_out(dataset["train"], held_out_fraction, seed, label_names, source)
     check_labels(splits)
     return splits
-
-
-def open_hub_dataset(
-    dataset_name: str,
-    dataset_config_name: str | None,
-    image_column: str,
-    label_column: str | tuple[str, ...],
-    train_split: str | None,
-    eval_split: str | None,
-    streaming: bool,
-) -> tuple[DatasetDict | IterableDatasetDict, str | None, Features]:
-    """(the dataset with only its image and label columns, renamed `image` and `label`; the eval split, defaulting
-    to `validation`, then `test`, None when it has neither; the features of the reference split after the rename).
-    `label_column` may be several candidate names, the first present is used. Missing splits and columns raise
-    `DataError` naming the flag that fixes them."""
-    dataset = load_dataset(dataset_name, dataset_config_name, streaming=streaming)
-    available = list(dataset)
-    if eval_split is None:
-        eval_split = next((name for name in ("validation", "test") if name in dataset), None)
-    for split in (train_split, eval_split):
-        if split is not None and split not in dataset:
-            raise DataError(
-                f"Dataset {dataset_name} has no split {split!r}; it has {available}. Pass --train_split_name / "
-                "--eval_split_name."
-            )
-    reference = train_split or eval_split
-    features = dataset[reference].features
-    if features is None:  # some streamed datasets only reveal their columns in the first example
-        features = Features({name: None for name in next(iter(dataset[reference]))})
-    if not isinstance(label_column, str):
-        label_column = next((name for name in label_column if name in features), " or ".join(label_column))
-    _require_columns(features, dataset_name, image_column, label_column)
-    rename = {image_column: "image", label_column: "label"}
-    dataset = dataset.rename_columns({old: new for old, new in rename.items() if old != new})
-    dataset = dataset.select_columns(["image", "label"])
-    features = Features({"image": features[image_column], "label": features[label_column]})
-    return dataset, eval_split, features
 
 
 def load_hub_splits(
@@ -274,19 +138,6 @@ def load_hub_splits(
         splits = LabeledSplits(train, dataset[eval_split], label_names, dataset_name)
     check_labels(splits)
     return splits
-
-
-def _require_columns(features, dataset_name: str, image_column: str, label_column: str) -> None:
-    columns = list(features)
-    for kind, column, flag in (
-        ("image", image_column, "--image_column_name"),
-        ("label", label_column, "--label_column_name"),
-    ):
-        if column not in columns:
-            raise DataError(
-                f"Dataset {dataset_name} has no {kind} column {column!r}; its columns are {columns}. "
-                f"Pass {flag} <column>."
-            )
 
 
 def _hold_out(dataset: Dataset, fraction: float, seed: int, label_names: list[str], source: str) -> LabeledSplits:
@@ -334,26 +185,6 @@ def _check_label_range(labels: np.ndarray, num_classes: int, where: str) -> None
 
 
 # ------------------------------------------------------------------------------------------------------ transforms
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """RGB from any PIL mode: grayscale and palette are expanded, alpha is composited on white, and 16/32-bit
-    images are scaled to 8 bit by their value range instead of being clipped to white."""
-    image = to_8_bit(image)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB") if image.mode != "RGB" else image
-
-
-def processor_size(image_processor) -> tuple[int, int]:
-    """(height, width) that the processor's output has."""
-    size = image_processor.crop_size if image_processor.do_center_crop else image_processor.size
-    if "height" in size:
-        return size["height"], size["width"]
-    edge = size["shortest_edge"]
-    return edge, edge
 
 
 def random_resized_crop(image: Image.Image, size: tuple[int, int], scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
@@ -457,14 +288,6 @@ def with_transforms(splits: LabeledSplits, image_processor, augmentation: TrainA
     return LabeledSplits(train, evaluation, splits.label_names, splits.source)
 
 
-def attach_transform(dataset: Dataset | IterableDataset, transform) -> Dataset | IterableDataset:
-    """`transform` applied lazily: on access for a dataset, while iterating for a stream."""
-    if isinstance(dataset, IterableDataset):
-        # Streams have no set_transform; a batched map is applied lazily while iterating.
-        return dataset.map(transform, batched=True, batch_size=64, remove_columns=["image", "label"])
-    return dataset.with_transform(transform)
-
-
 def load_splits(
     *,
     dataset_name: str | None = None,
@@ -478,6 +301,7 @@ def load_splits(
     streaming: bool = False,
     digits_image_size: int = 32,
     verify_images: bool = True,
+    allow_skipped_files: bool = False,
 ) -> LabeledSplits:
     """Dispatches to the right source: a Hub dataset, local folders, or (given neither) the embedded digits."""
     if dataset_name and (train_dir or validation_dir):
@@ -495,39 +319,15 @@ def load_splits(
     if streaming:
         raise DataError("--streaming needs --dataset_name; local folders and the embedded digits are read directly.")
     if train_dir or validation_dir:
-        return load_image_folder_splits(train_dir, validation_dir, verify_images=verify_images)
+        return load_image_folder_splits(
+            train_dir, validation_dir, verify_images=verify_images, allow_skipped_files=allow_skipped_files
+        )
     return load_digits_splits(digits_image_size)
 
 
 @dataclass
-class DatasetArguments:
-    """Where the images come from; shared by fine-tuning and evaluation (HfArgumentParser dataclass)."""
-
-    dataset_name: str | None = field(
-        default=None, metadata={"help": "Hub dataset (or local dataset path). Default: the embedded digits."}
-    )
-    dataset_config_name: str | None = field(default=None, metadata={"help": "Configuration of --dataset_name."})
-    train_dir: str | None = field(default=None, metadata={"help": "Local folder laid out as <class_name>/<image>."})
-    validation_dir: str | None = field(
-        default=None, metadata={"help": "Local eval folder; default: a stratified 20%% of --train_dir."}
-    )
-    image_column_name: str = field(default="image", metadata={"help": "Image column of --dataset_name."})
-    label_column_name: str = field(default="label", metadata={"help": "Label column of --dataset_name."})
-    train_split_name: str = field(default="train", metadata={"help": "Train split of --dataset_name."})
-    eval_split_name: str | None = field(
-        default=None, metadata={"help": "Eval split of --dataset_name; default: validation, then test."}
-    )
-    streaming: bool = field(
-        default=False, metadata={"help": "Stream --dataset_name instead of downloading it (fine-tuning only)."}
-    )
-    verify_images: bool = field(
-        default=True,
-        metadata={"help": "Decode every local image once up front and skip corrupt/truncated ones (with a count)."},
-    )
-
-    @property
-    def is_digits(self) -> bool:
-        return not (self.dataset_name or self.train_dir or self.validation_dir)
+class ClassificationDatasetArguments(DatasetArguments):
+    """The shared data flags, loaded as image-classification splits."""
 
     def load(self, digits_image_size: int = 32) -> LabeledSplits:
         return load_splits(
@@ -542,27 +342,5 @@ class DatasetArguments:
             streaming=self.streaming,
             digits_image_size=digits_image_size,
             verify_images=self.verify_images,
+            allow_skipped_files=self.allow_skipped_files,
         )
-
-
-__all__ = [
-    "DataError",
-    "DatasetArguments",
-    "LabeledSplits",
-    "TrainAugmentation",
-    "attach_transform",
-    "check_labels",
-    "find_images",
-    "load_digits_splits",
-    "load_hub_splits",
-    "load_image_folder_splits",
-    "load_splits",
-    "make_transform",
-    "open_hub_dataset",
-    "rand_augment",
-    "random_resized_crop",
-    "to_rgb",
-    "upscaled_digits",
-    "warn_skipped",
-    "with_transforms",
-]

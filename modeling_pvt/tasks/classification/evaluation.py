@@ -1,114 +1,31 @@
-"""Evaluating a PVT checkpoint on a labeled split; `scripts/evaluate.py` is a thin CLI over `main`, which picks the
-mode from the checkpoint's config `architectures`.
-
-Classifiers (this module): prints accuracy, top-5 accuracy (with 5 or more classes) and per-class accuracy, and
-writes `eval_results.json` and `confusion_matrix.png`. `--resolution` evaluates at another input size than the
-checkpoint's processor (the position embeddings are resized to it). Segmentation models: `segmentation_evaluation`.
-"""
+"""Evaluating an image classifier (ours or transformers' native PVT) on a labeled split: accuracy, top-5 accuracy
+(with 5 or more classes), per-class accuracy, `eval_results.json` and `confusion_matrix.png`. `--resolution`
+evaluates at another input size than the checkpoint's processor (the position embeddings are resized to it)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import evaluate
 import numpy as np
 import torch
-from transformers import HfArgumentParser
 
-from .cli import DEBUG_ENVIRONMENT_VARIABLE, DEBUG_FLAG
-from .conversion import read_pvt_config
-from .data import DataError, DatasetArguments, LabeledSplits, make_transform, processor_size
-from .image_processing_pvt import EVAL_CROP_FRACTION, PvtImageProcessor
-from .modeling_pvt import PvtForImageClassification
-from .quantization import calibration_subset, describe_int8, quantize_on_dataset
-from .segmentation_evaluation import (
-    SegmentationEvaluationArguments,
-    evaluate_segmentation,
-    format_segmentation_report,
-    is_segmentation_checkpoint,
-)
+from ...data.sources import DataError, LabeledSplits, processor_size
+from ...image_processing_pvt import EVAL_CROP_FRACTION, PvtImageProcessor
+from ...modeling_pvt import PvtForImageClassification
+from ...speed.quantization import calibration_subset, describe_int8, quantize_on_dataset
+from .data import ClassificationDatasetArguments, make_transform
 
 logger = logging.getLogger(__name__)
 
-ACCURACY_METRIC_PATH = Path(__file__).parent / "metrics" / "topk_accuracy.py"
+ACCURACY_METRIC_PATH = Path(__file__).resolve().parents[2] / "metrics" / "topk_accuracy.py"
 TOP_K = 5
 # Beyond this many classes tick labels are unreadable; the matrix is still drawn.
 _MAX_LABELED_CLASSES = 30
 _GENERIC_LABEL = re.compile(r"LABEL_\d+")
-
-
-@dataclass
-class EvaluationArguments:
-    model_name_or_path: str = field(
-        metadata={
-            "help": "Checkpoint folder or Hub repo: ours (classifier or segmentation), or a transformers-native PVT "
-            "classifier."
-        }
-    )
-    output_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Where eval_results.json and confusion_matrix.png (classifiers) or predictions.png (segmentation) "
-            "go. Default: outputs/eval/<model path>."
-        },
-    )
-    resolution: int | None = field(
-        default=None,
-        metadata={"help": "Classifiers only: evaluate at this square input size instead of the processor's."},
-    )
-    batch_size: int = field(
-        default=64,
-        metadata={
-            "help": "Images per forward pass. Segmentation pads the images of a batch to the largest, and the model "
-            "sees the padding as context: use 1 for natural images of different sizes."
-        },
-    )
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N images."})
-    int8: bool = field(
-        default=False,
-        metadata={
-            "help": "Evaluate the static int8 model (modeling_pvt.quantization.quantize_onednn, oneDNN) instead of "
-            "fp32, calibrated on the first --calibration_images images of the training split (never on the evaluated "
-            "ones). Without --output_dir the results go to outputs/eval/<model>-int8, beside the fp32 ones."
-        },
-    )
-    calibration_images: int = field(default=64, metadata={"help": "Training images that calibrate --int8."})
-
-
-@dataclass
-class EvaluationDataArguments(DatasetArguments):
-    dataset_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "Hub dataset (or local dataset path). Default: the embedded digits (classifiers) or the grid "
-            "digits' held-out canvases (segmentation)."
-        },
-    )
-    train_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Local folder laid out as for --validation_dir; without that, its fine-tuning held-out 20%%."
-        },
-    )
-    validation_dir: str | None = field(
-        default=None,
-        metadata={
-            "help": "Local eval folder: <class_name>/<image> for classifiers; images/ + masks/ (same file names, "
-            "single-channel PNG masks of class ids, 255 = ignore) and an optional id2label.json for segmentation."
-        },
-    )
-    label_column_name: str | None = field(
-        default=None,
-        metadata={
-            "help": "Label column of --dataset_name. Default: label (classifiers); annotation, then label "
-            "(segmentation)."
-        },
-    )
 
 
 def plot_confusion_matrix(predicted, references, label_names: list[str], path: Path) -> Path:
@@ -199,14 +116,8 @@ def per_class_accuracy(predicted: np.ndarray, references: np.ndarray, label_name
     }
 
 
-def default_output_dir(model_name_or_path: str, int8: bool = False) -> Path:
-    """outputs/eval/<the model path or repo id with separators replaced>[-int8], e.g. outputs/eval/outputs--run--model:
-    an int8 evaluation never overwrites the fp32 one."""
-    name = re.sub(r"[^\w.-]+", "--", model_name_or_path.strip("/"))
-    return Path("outputs") / "eval" / (f"{name}-int8" if int8 else name)
-
-
-def evaluate_checkpoint(arguments: EvaluationArguments, data: DatasetArguments) -> dict:
+def evaluate_checkpoint(arguments, data: ClassificationDatasetArguments, output_dir: Path) -> dict:
+    """`arguments`: the evaluation CLI's (`tasks.evaluate.EvaluationArguments`)."""
     """Runs the evaluation, writes eval_results.json and confusion_matrix.png, and returns the results."""
     model = PvtForImageClassification.from_pretrained(arguments.model_name_or_path).eval()
     try:
@@ -252,7 +163,6 @@ def evaluate_checkpoint(arguments: EvaluationArguments, data: DatasetArguments) 
         **scores,
         "per_class_accuracy": per_class_accuracy(ranked[:, 0], references, model_labels),
     }
-    output_dir = Path(arguments.output_dir or default_output_dir(arguments.model_name_or_path, arguments.int8))
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
     present = sorted(set(references.tolist()) | set(ranked[:, 0].tolist()))
@@ -281,56 +191,3 @@ def format_report(results: dict) -> str:
     return "\n".join(lines)
 
 
-_DESCRIPTION = """Evaluate a PVT checkpoint; the mode follows its config's architectures. Classifiers (ours or
-transformers' native PVT): accuracy, top-5 and per-class accuracy, eval_results.json and confusion_matrix.png, on the
-embedded digits unless data is given. Segmentation models (PvtForSemanticSegmentation): mean IoU, IoU per class and
-pixel accuracy (ignored pixels excluded) of predictions at the masks' full resolution, with the eval transform and
-metric of finetune_segmentation.py, eval_results.json and predictions.png, on the grid digits' held-out canvases
-unless --validation_dir (images/ + masks/) or --dataset_name (an image and a mask column) is given."""
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser(
-        (EvaluationArguments, EvaluationDataArguments, SegmentationEvaluationArguments),
-        description=_DESCRIPTION,
-        epilog=f"{DEBUG_FLAG} (or {DEBUG_ENVIRONMENT_VARIABLE}=1) shows the full traceback of an error.",
-    )
-    arguments, data, segmentation = parser.parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
-    if data.streaming:
-        raise DataError(
-            "scripts/evaluate.py reads whole splits; drop --streaming (use --max_eval_samples to subsample)."
-        )
-    if arguments.batch_size < 1:
-        raise ValueError(f"--batch_size must be at least 1 (got {arguments.batch_size}).")
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    config = read_pvt_config(arguments.model_name_or_path)
-    output_dir = Path(arguments.output_dir or default_output_dir(arguments.model_name_or_path, arguments.int8))
-    if is_segmentation_checkpoint(config):
-        if arguments.resolution is not None:
-            raise ValueError(
-                "--resolution is for classifiers; a segmentation model is evaluated at the data's resolution (or "
-                "--eval_scale LONG SHORT, e.g. 2048 512)."
-            )
-        results = evaluate_segmentation(
-            arguments.model_name_or_path,
-            data,
-            segmentation,
-            output_dir,
-            arguments.batch_size,
-            arguments.max_eval_samples,
-            arguments.calibration_images if arguments.int8 else None,
-        )
-        print(format_segmentation_report(results), flush=True)
-        return results
-    defaults = SegmentationEvaluationArguments()
-    given = [name for name, value in vars(segmentation).items() if value != getattr(defaults, name)]
-    if given:
-        architectures = ", ".join(config.get("architectures") or []) or "no architectures in its config"
-        raise ValueError(
-            f"{arguments.model_name_or_path} is a classifier ({architectures}); "
-            f"{', '.join('--' + name for name in given)} apply to segmentation checkpoints only. Drop them."
-        )
-    data.label_column_name = data.label_column_name or "label"
-    results = evaluate_checkpoint(arguments, data)
-    print(format_report(results), flush=True)
-    return results

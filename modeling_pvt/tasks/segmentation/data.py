@@ -22,16 +22,21 @@ from datasets import ClassLabel, Dataset, Features, Value
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from .data import (
-    CORRUPT_FIX,
+from ...data.digits import (
     DIGITS_SPLIT_SEED,
+    GRID_DIGITS_NAME,
     HELD_OUT_FRACTION,
+    upscaled_digits,
+)
+from ...data.sources import (
+    CORRUPT,
+    CORRUPT_FIX,
     DataError,
     DatasetArguments,
     LabeledSplits,
     find_images,
     open_hub_dataset,
-    upscaled_digits,
+    refuse_mostly_skipped,
     warn_skipped,
 )
 
@@ -45,7 +50,6 @@ _LOSSY_EXTENSIONS = (".jpg", ".jpeg")
 _MASK_MODES = ("L", "P", "I", "I;16")
 _EXAMPLES_SHOWN = 5
 
-GRID_DIGITS_NAME = "grid-digits"
 GRID_CANVAS = 64
 GRID_CELL = 32
 GRID_JITTER = 4
@@ -215,18 +219,21 @@ def _by_stem(files: list[Path], root: Path, kind: str) -> dict[Path, Path]:
     return keyed
 
 
-def _readable_files(folder: Path, kind: str, layout: str, verify: bool) -> list[Path]:
+def _scanned_files(folder: Path, kind: str, layout: str, verify: bool) -> tuple[list[Path], list[Path]]:
+    """(readable, corrupt) files of `folder`; a folder of only corrupt files raises `DataError`."""
     readable, corrupt = find_images(folder, verify, layout)
-    warn_skipped(corrupt, len(readable) + len(corrupt), folder, f"corrupt or truncated {kind}", CORRUPT_FIX)
     if not readable:
         raise DataError(f"All {len(corrupt)} {kind} files under {folder} are corrupt or truncated.")
-    return readable
+    return readable, corrupt
 
 
-def find_image_mask_pairs(directory: str | Path, verify: bool = True) -> list[tuple[Path, Path]]:
+def find_image_mask_pairs(
+    directory: str | Path, verify: bool = True, allow_skipped_files: bool = False
+) -> list[tuple[Path, Path]]:
     """(image, mask) pairs from `<directory>/images/` and `<directory>/masks/`, matched by file name without
-    extension (subfolders allowed). Images without a mask and corrupt files are skipped with a counted warning;
-    JPEG masks, RGB masks and masks whose size differs from their image raise `DataError`."""
+    extension (subfolders allowed). Images without a mask and corrupt files are skipped with a counted warning; when
+    more than half of the images must be skipped, the folder is refused unless `allow_skipped_files`
+    (`refuse_mostly_skipped`). JPEG masks, RGB masks and masks whose size differs from their image raise `DataError`."""
     directory = Path(directory)
     image_dir, mask_dir = directory / "images", directory / "masks"
     for folder in (image_dir, mask_dir):
@@ -236,8 +243,8 @@ def find_image_mask_pairs(directory: str | Path, verify: bool = True) -> list[tu
                 f"(e.g. {image_dir}/0001.jpg and {mask_dir}/0001.png) and an optional {ID2LABEL_FILENAME}."
             )
     layout = f"Put the images in {image_dir}/ and their masks, named alike, in {mask_dir}/."
-    images = _readable_files(image_dir, "image", layout, verify)
-    masks = _readable_files(mask_dir, "mask", layout, verify)
+    images, corrupt_images = _scanned_files(image_dir, "image", layout, verify)
+    masks, corrupt_masks = _scanned_files(mask_dir, "mask", layout, verify)
     lossy = [path for path in masks if path.suffix.lower() in _LOSSY_EXTENSIONS]
     if lossy:
         raise DataError(
@@ -246,13 +253,26 @@ def find_image_mask_pairs(directory: str | Path, verify: bool = True) -> list[tu
         )
     masks_by_stem = _by_stem(masks, mask_dir, "mask")
     images_by_stem = _by_stem(images, image_dir, "image")
-    unmasked = [path for key, path in images_by_stem.items() if key not in masks_by_stem]
     pairs = [(path, masks_by_stem[key]) for key, path in images_by_stem.items() if key in masks_by_stem]
     if not pairs:
         raise DataError(
             f"No image in {image_dir} has a mask of the same name in {mask_dir} (e.g. {images[0].name} vs "
             f"{masks[0].name if masks else 'no masks'}). Name each mask like its image: 0001.jpg -> 0001.png."
         )
+    unmasked = [path for key, path in images_by_stem.items() if key not in masks_by_stem]
+    broken_masks = {path.relative_to(mask_dir).with_suffix("") for path in corrupt_masks}
+    mask_is_broken = [path.relative_to(image_dir).with_suffix("") in broken_masks for path in unmasked]
+    skipped = {
+        CORRUPT: corrupt_images,
+        f"have a {CORRUPT} mask": [path for path, broken in zip(unmasked, mask_is_broken) if broken],
+        f"have no mask of the same name in {mask_dir}": [
+            path for path, broken in zip(unmasked, mask_is_broken) if not broken
+        ],
+    }
+    total = len(images) + len(corrupt_images)
+    refuse_mostly_skipped(skipped, total, str(image_dir), "image", allow_skipped_files)
+    warn_skipped(corrupt_images, total, image_dir, f"{CORRUPT} image", CORRUPT_FIX)
+    warn_skipped(corrupt_masks, len(masks) + len(corrupt_masks), mask_dir, f"{CORRUPT} mask", CORRUPT_FIX)
     warn_skipped(unmasked, len(images), image_dir, "image", f"They have no mask of the same name in {mask_dir}.")
     _check_pairs(pairs)
     return pairs
@@ -297,6 +317,7 @@ def load_mask_folder_splits(
     held_out_fraction: float = HELD_OUT_FRACTION,
     seed: int = DIGITS_SPLIT_SEED,
     verify_images: bool = True,
+    allow_skipped_files: bool = False,
 ) -> SegmentationSplits:
     """Local `<dir>/images/` + `<dir>/masks/` folders. Class names come from `id2label_file`, else an
     `id2label.json` in the train (or validation) folder, else `class 0..K-1` up to the largest id in the masks.
@@ -304,7 +325,9 @@ def load_mask_folder_splits(
     if train_dir is None and validation_dir is None:
         raise DataError("Pass a train folder, a validation folder, or both.")
     folders = {split: Path(folder) for split, folder in (("train", train_dir), ("eval", validation_dir)) if folder}
-    pairs = {split: find_image_mask_pairs(folder, verify_images) for split, folder in folders.items()}
+    pairs = {
+        split: find_image_mask_pairs(folder, verify_images, allow_skipped_files) for split, folder in folders.items()
+    }
     if id2label_file is None:
         id2label_file = next(
             (folder / ID2LABEL_FILENAME for folder in folders.values() if (folder / ID2LABEL_FILENAME).is_file()), None
@@ -348,7 +371,7 @@ def hub_label_names(dataset_name: str, id2label_file: str | None = None) -> list
         return read_id2label(id2label_file)
     shipped = _SHIPPED_LABEL_FILES.get(dataset_name.rstrip("/").split("/")[-1])
     if shipped:
-        return read_id2label(Path(__file__).parent / shipped)
+        return read_id2label(Path(__file__).resolve().parents[2] / shipped)
     if Path(dataset_name).is_dir():
         return read_id2label(Path(dataset_name) / ID2LABEL_FILENAME)
     from huggingface_hub import hf_hub_download
@@ -496,6 +519,7 @@ class SegmentationDataArguments(DatasetArguments):
                 self.do_reduce_labels,
                 self.id2label_file,
                 verify_images=self.verify_images,
+                allow_skipped_files=self.allow_skipped_files,
             )
         return load_grid_digits_splits(train_canvases=grid_train_canvases)
 

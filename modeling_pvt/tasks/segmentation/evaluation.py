@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 from transformers import EvalPrediction
 
-from .data import DataError, DatasetArguments
-from .image_processing_pvt import PvtImageProcessor
-from .modeling_pvt import PvtForSemanticSegmentation
+from ...data.sources import DataError, DatasetArguments
+from ...image_processing_pvt import PvtImageProcessor
+from ...modeling_pvt import PvtForSemanticSegmentation
+from ...speed.quantization import calibration_subset, describe_int8, quantize_on_dataset
+from .data import IGNORE_INDEX, SegmentationDataArguments, SegmentationSplits
+from .metrics import StreamingMeanIoU, class_metric_key, nan_to_none
 from .pictures import plot_predictions
-from .quantization import calibration_subset, describe_int8, quantize_on_dataset
-from .segmentation_data import IGNORE_INDEX, SegmentationDataArguments, SegmentationSplits
-from .segmentation_metrics import StreamingMeanIoU, class_metric_key, nan_to_none
-from .segmentation_transforms import SegmentationCollator, with_segmentation_transforms
+from .transforms import SegmentationCollator, with_segmentation_transforms
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .segmentation_data import IGNORE_INDEX
+from .data import IGNORE_INDEX
 
-MEAN_IOU_METRIC_PATH = Path(__file__).parent / "metrics" / "mean_iou.py"
+MEAN_IOU_METRIC_PATH = Path(__file__).resolve().parents[2] / "metrics" / "mean_iou.py"
 
 
 def upsampled_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Fine-tuning PVT + Semantic FPN (`PvtForSemanticSegmentation`) with 🤗 Trainer: the segmentation task of the shared
-training run in `training.py`; `scripts/finetune_segmentation.py` is a thin CLI over `main`.
+training run in `training/loop.py`; `scripts/finetune_segmentation.py` is a thin CLI over `main`.
 
 With no arguments this trains a PVT-Tiny-architecture Semantic FPN from scratch on the grid digits (64x64 canvases of
 scikit-learn's bundled digits, 11 classes; no network) and writes to `outputs/pvt-tiny-grid-digits/`:
@@ -21,29 +21,33 @@ from dataclasses import dataclass
 import torch
 from transformers import Trainer
 
-from .conversion import read_pvt_config
-from .image_processing_pvt import PvtImageProcessor
-from .modeling_pvt import PvtForSemanticSegmentation
-from .pictures import SEGMENTATION_FIGURES, plot_predictions, plot_training_curves
-from .segmentation_data import GRID_CANVAS, GRID_DIGITS_NAME, IGNORE_INDEX, SegmentationDataArguments
-from .segmentation_metrics import StreamingMeanIoU, class_metric_key, nan_to_none
-from .segmentation_transforms import SegmentationAugmentation, SegmentationCollator, with_segmentation_transforms
-from .sync_batch_norm import synchronize_batch_norms
-from .training import (
+from ...checkpoints.conversion import read_pvt_config
+from ...image_processing_pvt import PvtImageProcessor
+from ...modeling_pvt import PvtForSemanticSegmentation
+from ...pictures import plot_training_curves
+from ...training.arguments import (
     ModelArguments,
-    PreparedRun,
     PvtTrainingArguments,
     RunDataArguments,
-    TrainingTask,
-    _architecture_config,
-    _checkpoint_num_labels,
-    _default,
-    limited,
+    architecture_config,
+    checkpoint_num_labels,
+    trainer_default,
 )
-from .training import main as run_main
+from ...training.loop import PreparedRun, TrainingTask, limited
+from ...training.loop import main as run_main
+from ...training.sync_batch_norm import synchronize_batch_norms
+from .data import GRID_CANVAS, GRID_DIGITS_NAME, IGNORE_INDEX, SegmentationDataArguments
+from .metrics import StreamingMeanIoU, class_metric_key, nan_to_none
+from .pictures import SEGMENTATION_FIGURES, plot_predictions
+from .transforms import (
+    SegmentationAugmentation,
+    SegmentationCollator,
+    with_segmentation_transforms,
+)
 
 # Position embeddings of a model trained from scratch are stored at the crop size (natural images) or the canvas.
 DEFAULT_CROP = 512
+STRIDE = 32  # of the deepest feature map; the collator pads inputs to multiples of it
 
 
 @dataclass
@@ -54,19 +58,19 @@ class SegmentationRunDataArguments(SegmentationDataArguments, RunDataArguments):
 # The grid-digits run's defaults: held-out mean IoU above 0.7 in about 5 minutes on two CPU cores (README).
 @dataclass
 class SegmentationTrainingArguments(PvtTrainingArguments):
-    learning_rate: float = _default("learning_rate", 1e-3)
-    weight_decay: float = _default("weight_decay", 0.01)
-    num_train_epochs: float = _default("num_train_epochs", 2)
-    per_device_train_batch_size: int = _default("per_device_train_batch_size", 16)
-    per_device_eval_batch_size: int = _default("per_device_eval_batch_size", 16)
-    eval_strategy: str = _default("eval_strategy", "steps")
-    eval_steps: float = _default("eval_steps", 0.25)
-    save_strategy: str = _default("save_strategy", "steps")
+    learning_rate: float = trainer_default("learning_rate", 1e-3)
+    weight_decay: float = trainer_default("weight_decay", 0.01)
+    num_train_epochs: float = trainer_default("num_train_epochs", 2)
+    per_device_train_batch_size: int = trainer_default("per_device_train_batch_size", 16)
+    per_device_eval_batch_size: int = trainer_default("per_device_eval_batch_size", 16)
+    eval_strategy: str = trainer_default("eval_strategy", "steps")
+    eval_steps: float = trainer_default("eval_steps", 0.25)
+    save_strategy: str = trainer_default("save_strategy", "steps")
     # Two checkpoints in a five-minute run: each holds 200 MB of weights and AdamW state, and writing them costs time.
-    save_steps: float = _default("save_steps", 0.5)
-    logging_steps: float = _default("logging_steps", 20)
+    save_steps: float = trainer_default("save_steps", 0.5)
+    logging_steps: float = trainer_default("logging_steps", 20)
     # Per-batch metric updates: Trainer then keeps pixel counts, never a dataset's worth of prediction maps.
-    batch_eval_metrics: bool = _default("batch_eval_metrics", True)
+    batch_eval_metrics: bool = trainer_default("batch_eval_metrics", True)
 
 
 def build_segmentation_model(model_args: ModelArguments, label_names: list[str], is_grid_digits: bool):
@@ -81,7 +85,7 @@ def build_segmentation_model(model_args: ModelArguments, label_names: list[str],
         source = model_args.model_name_or_path
         config = read_pvt_config(source)
         is_segmentation = "PvtForSemanticSegmentation" in (config.get("architectures") or [])
-        head_size = _checkpoint_num_labels(config)
+        head_size = checkpoint_num_labels(config)
         if is_segmentation and head_size != len(label_names) and not model_args.ignore_mismatched_sizes:
             raise ValueError(
                 f"{source} has a {head_size}-class segmentation head but the dataset has {len(label_names)} classes. "
@@ -98,9 +102,25 @@ def build_segmentation_model(model_args: ModelArguments, label_names: list[str],
     else:
         size = model_args.image_size or (GRID_CANVAS if is_grid_digits else DEFAULT_CROP)
         model = PvtForSemanticSegmentation(
-            _architecture_config(model_args.config_name, labels, {**overrides, "image_size": size})
+            architecture_config(model_args.config_name, labels, {**overrides, "image_size": size})
         )
     return model, processor
+
+
+class SegmentationTrainer(Trainer):
+    """Trainer whose training batches come from `train_collator` (evaluation keeps `data_collator`): the training
+    collator pads a batch of one small image so that BatchNorm can train on it (`SegmentationCollator.training`)."""
+
+    def __init__(self, *args, train_collator, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.train_collator = train_collator
+
+    def get_train_dataloader(self):
+        eval_collator, self.data_collator = self.data_collator, self.train_collator
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.data_collator = eval_collator
 
 
 class SemanticSegmentationTask(TrainingTask):
@@ -108,9 +128,7 @@ class SemanticSegmentationTask(TrainingTask):
     pipeline_task = "image-segmentation"
     data_arguments = SegmentationRunDataArguments
     training_arguments = SegmentationTrainingArguments
-
-    def data_source(self, data_args) -> str:
-        return data_args.dataset_name or data_args.train_dir or data_args.validation_dir or GRID_DIGITS_NAME
+    default_data_name = GRID_DIGITS_NAME
 
     def prepare(self, model_args, data_args, training_args) -> PreparedRun:
         splits = data_args.load()
@@ -135,9 +153,11 @@ class SemanticSegmentationTask(TrainingTask):
 
         def probe_inputs(batch_size: int) -> dict:
             generator = torch.Generator().manual_seed(0)
+            # As the training collator pads it: BatchNorm cannot train on one small image's 1x1 deepest map.
+            height = side + STRIDE if batch_size == 1 and side <= STRIDE else side
             return {
-                "pixel_values": torch.randn(batch_size, model.config.num_channels, side, side, generator=generator),
-                "labels": torch.randint(model.config.num_labels, (batch_size, side, side), generator=generator),
+                "pixel_values": torch.randn(batch_size, model.config.num_channels, height, side, generator=generator),
+                "labels": torch.randint(model.config.num_labels, (batch_size, height, side), generator=generator),
             }
 
         return PreparedRun(splits, transformed, model, processor, resolution, probe_inputs)
@@ -154,13 +174,14 @@ class SemanticSegmentationTask(TrainingTask):
             )
         metric = StreamingMeanIoU(prepared.splits.label_names)
         training_args.batch_eval_metrics = True
-        return Trainer(
+        return SegmentationTrainer(
             model=prepared.model,
             args=training_args,
             train_dataset=prepared.transformed.train,
             eval_dataset=prepared.transformed.eval,
             processing_class=prepared.processor,
-            data_collator=SegmentationCollator(ignore_index=IGNORE_INDEX),
+            data_collator=SegmentationCollator(STRIDE, IGNORE_INDEX),
+            train_collator=SegmentationCollator(STRIDE, IGNORE_INDEX, training=True),
             compute_metrics=metric,
             preprocess_logits_for_metrics=metric.preprocess_logits,
         )
@@ -212,6 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 __all__ = [
     "SegmentationRunDataArguments",
+    "SegmentationTrainer",
     "SegmentationTrainingArguments",
     "SemanticSegmentationTask",
     "build_segmentation_model",

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import DataError, attach_transform, to_rgb
-from .segmentation_data import (
+from ...data.sources import DataError, attach_transform, to_rgb
+from .data import (
     IGNORE_INDEX,
     SegmentationDataArguments,
     SegmentationSplits,
@@ -236,10 +236,16 @@ class SegmentationCollator:
     sizes (eval of natural images) are padded at the bottom/right to the largest, rounded up to a multiple of
     `pad_to_multiple_of` (which also lifts tiny images to the model's 32-px minimum): pixels with 0 (the mean colour
     after normalisation), labels with the ignore index, so padding never counts in the loss or the metric. The
-    model does see the padding as context near those edges; evaluate with batch size 1 to avoid it."""
+    model does see the padding as context near those edges; evaluate with batch size 1 to avoid it.
+
+    `training=True` (the training batches' collator): a batch of one image of at most `pad_to_multiple_of` pixels a
+    side gets one more band of padding at the bottom. Its deepest feature map (stride 32) would be 1x1, and BatchNorm
+    in the Semantic FPN head cannot train on one value per channel (a last batch of one, or batch size 1, of small
+    images); the extra band is ignored by the loss like all padding."""
 
     pad_to_multiple_of: int = 32
     ignore_index: int = IGNORE_INDEX
+    training: bool = False
 
     def __call__(self, examples: list[dict]) -> dict:
         pixels = [np.asarray(example["pixel_values"], dtype=np.float32) for example in examples]
@@ -247,6 +253,8 @@ class SegmentationCollator:
         multiple = self.pad_to_multiple_of
         height = math.ceil(max(p.shape[1] for p in pixels) / multiple) * multiple
         width = math.ceil(max(p.shape[2] for p in pixels) / multiple) * multiple
+        if self.training and len(examples) == 1 and height == width == multiple:
+            height += multiple  # a 2x1 deepest map: two values per channel for BatchNorm
         return {
             "pixel_values": torch.from_numpy(np.stack([pad_to(p, height, width, 0.0) for p in pixels])),
             "labels": torch.from_numpy(np.stack([pad_to(m, height, width, self.ignore_index) for m in labels])),

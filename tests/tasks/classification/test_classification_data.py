@@ -15,23 +15,21 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from modeling_pvt import PvtImageProcessor
-from modeling_pvt.data import (
-    DataError,
-    LabeledSplits,
+from modeling_pvt.data.digits import load_digits_splits
+from modeling_pvt.data.sources import DataError, LabeledSplits, to_rgb
+from modeling_pvt.tasks.classification.data import (
     TrainAugmentation,
     check_labels,
-    load_digits_splits,
     load_hub_splits,
     load_image_folder_splits,
     load_splits,
     make_transform,
     rand_augment,
     random_resized_crop,
-    to_rgb,
     with_transforms,
 )
-from modeling_pvt.evaluation import ACCURACY_METRIC_PATH
-from modeling_pvt.training import mix_batch
+from modeling_pvt.tasks.classification.evaluation import ACCURACY_METRIC_PATH
+from modeling_pvt.tasks.classification.task import mix_batch
 
 
 def _save(image: Image.Image, path, **kwargs):
@@ -102,11 +100,28 @@ def test_corrupt_and_truncated_images_are_skipped_with_a_count(image_folder, cap
     buffer = io.BytesIO()
     _noise(64).save(buffer, format="JPEG")
     (image_folder / "dog" / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-    with caplog.at_level(logging.WARNING, logger="modeling_pvt.data"):
+    with caplog.at_level(logging.WARNING, logger="modeling_pvt.data.sources"):
         splits = load_image_folder_splits(image_folder, image_folder)
     assert len(splits.train) == 14  # both broken files left out
     assert "Skipping 2 corrupt or truncated image file(s) of 16" in caplog.text
     assert "garbage.jpg" in caplog.text and "truncated.jpg" in caplog.text
+
+
+def test_a_folder_of_mostly_corrupt_images_is_refused_unless_allowed(tmp_path):
+    root = tmp_path / "data"
+    for index in range(4):
+        _save(_noise(seed=index), root / ("cat" if index % 2 else "dog") / f"{index}.png")
+    for index in range(5):
+        (root / "cat" / f"broken-{index}.jpg").write_bytes(b"this is not an image")
+    with pytest.raises(DataError) as refused:
+        load_image_folder_splits(root, root)
+    message = str(refused.value)
+    assert f"5 of 9 image files in {root} are unusable, more than half: 5 corrupt or truncated (e.g. broken-0.jpg" in (
+        message
+    )
+    assert "Only 4 would be used" in message and "--allow_skipped_files true" in message
+    splits = load_splits(train_dir=str(root), validation_dir=str(root), allow_skipped_files=True)
+    assert len(splits.train) == 4
 
 
 def test_folder_errors_name_the_problem_and_the_fix(tmp_path):

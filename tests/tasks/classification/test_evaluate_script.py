@@ -14,7 +14,7 @@ import torch
 from conftest import tiny_config
 from datasets import Dataset, Features
 from datasets import Image as ImageFeature
-from helpers import CLASS_NAMES, make_mask_folder, one_error_line, read_json
+from helpers import CLASS_NAMES, REPO, make_mask_folder, one_error_line, read_json
 from PIL import Image
 from transformers import PvtConfig as NativePvtConfig
 from transformers import PvtForImageClassification as NativePvtForImageClassification
@@ -25,13 +25,13 @@ from modeling_pvt import (
     PvtImageProcessor,
 )
 from modeling_pvt.cli import run_cli
-from modeling_pvt.data import DataError
-from modeling_pvt.evaluation import dataset_to_model_ids, default_output_dir, main
-from modeling_pvt.quantization import HAS_ONEDNN_INT8
-from modeling_pvt.segmentation_evaluation import segmentation_label_names
-from modeling_pvt.segmentation_metrics import class_metric_key
+from modeling_pvt.data.sources import DataError
+from modeling_pvt.speed.quantization import HAS_ONEDNN_INT8
+from modeling_pvt.tasks.classification.evaluation import dataset_to_model_ids
+from modeling_pvt.tasks.evaluate import default_output_dir, main
+from modeling_pvt.tasks.segmentation.evaluation import segmentation_label_names
+from modeling_pvt.tasks.segmentation.metrics import class_metric_key
 
-REPO = Path(__file__).resolve().parents[1]
 DIGITS = [str(d) for d in range(10)]
 
 

@@ -16,17 +16,20 @@ import transformers
 from conftest import tiny_config
 from datasets import ClassLabel, Dataset, Features
 from datasets import Image as ImageFeature
-from helpers import kill_after_checkpoint, read_json, resume_killed_run
+from helpers import REPO, kill_after_checkpoint, read_json, resume_killed_run
 from huggingface_hub.errors import HfHubHTTPError
 from PIL import Image
 
-from modeling_pvt import training
-from modeling_pvt.data import DataError
-from modeling_pvt.hub import PublishError
-from modeling_pvt.pictures import CLASSIFICATION_FIGURES, plot_training_curves
-from modeling_pvt.training import main, parse_arguments, resolve_checkpoint
+from modeling_pvt.checkpoints.hub import PublishError
+from modeling_pvt.data.sources import DataError
+from modeling_pvt.pictures import plot_training_curves
+from modeling_pvt.tasks.classification.task import CLASSIFICATION_FIGURES, ImageClassificationTask, main
+from modeling_pvt.training import loop
+from modeling_pvt.training.arguments import parse_arguments
+from modeling_pvt.training.runs import resolve_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+TASK = ImageClassificationTask()
+
 FINETUNE = REPO / "scripts" / "finetune.py"
 
 
@@ -60,8 +63,8 @@ def _tiny_run_flags(config_file: str, output_dir: Path, *extra: str) -> list[str
 
 
 def test_no_arguments_means_the_digits_recipe():
-    defaults = parse_arguments([])
-    from_recipe = parse_arguments(["--recipe", str(REPO / "configuration/recipes/pvt-tiny-digits.json")])
+    defaults = parse_arguments([], TASK)
+    from_recipe = parse_arguments(["--recipe", str(REPO / "configuration/recipes/pvt-tiny-digits.json")], TASK)
     recipe = json.loads((REPO / "configuration/recipes/pvt-tiny-digits.json").read_text())
     for name in recipe:
         values = [getattr(next(a for a in args if hasattr(a, name)), name) for args in (defaults, from_recipe)]
@@ -72,20 +75,21 @@ def test_no_arguments_means_the_digits_recipe():
     assert model_args.config_name == "pvt-tiny" and data_args.is_digits
     # Named after the model and the data, so that runs on other data or models never share a folder.
     assert training_args.output_dir == "outputs/pvt-tiny-sklearn-digits"
-    shapes_run = parse_arguments(["--train_dir", "/data/shapes/train", "--model_name_or_path", "runs/x/model"])[2]
+    shapes_flags = ["--train_dir", "/data/shapes/train", "--model_name_or_path", "runs/x/model"]
+    shapes_run = parse_arguments(shapes_flags, TASK)[2]
     assert shapes_run.output_dir == "outputs/x-shapes"
 
 
 def test_bf16_works_on_a_cpu_only_machine_without_use_cpu():
     recipe = str(REPO / "configuration/recipes/imagenet-pvt-tiny.yaml")
     for flags in (["--bf16", "true"], ["--bf16"], ["--recipe", recipe]):
-        training_args = parse_arguments(flags)[2]
+        training_args = parse_arguments(flags, TASK)[2]
         assert training_args.bf16 and training_args.use_cpu == (not torch.accelerator.is_available())
 
 
 def test_imagenet_recipe_and_flags_override_it():
     recipe = str(REPO / "configuration/recipes/imagenet-pvt-tiny.yaml")
-    model_args, data_args, training_args = parse_arguments(["--recipe", recipe, "--use_cpu", "true"])
+    model_args, data_args, training_args = parse_arguments(["--recipe", recipe, "--use_cpu", "true"], TASK)
     assert (data_args.mixup_alpha, data_args.cutmix_alpha, training_args.label_smoothing_factor) == (0.8, 1.0, 0.1)
     assert (data_args.rand_augment_ops, data_args.crop_scale_min, data_args.horizontal_flip_probability) == (
         2,
@@ -101,7 +105,7 @@ def test_imagenet_recipe_and_flags_override_it():
     # lr = 5e-4 x global batch / 512 with the documented 8 x 128 batch
     assert training_args.learning_rate == pytest.approx(5e-4 * 8 * training_args.per_device_train_batch_size / 512)
     assert training_args.warmup_steps == pytest.approx(5 / 300, abs=1e-5)
-    overridden = parse_arguments(["--recipe", recipe, "--use_cpu", "true", "--learning_rate", "0.123"])[2]
+    overridden = parse_arguments(["--recipe", recipe, "--use_cpu", "true", "--learning_rate", "0.123"], TASK)[2]
     assert overridden.learning_rate == 0.123
 
 
@@ -147,6 +151,9 @@ def test_tiny_run_writes_hub_folder_results_and_plots(tiny_config_file, tmp_path
     card = (model_dir / "README.md").read_text()
     card_accuracy = next(line for line in card.splitlines() if line.startswith("| accuracy |")).split("|")[2]
     assert float(card_accuracy) == pytest.approx(results["eval_accuracy"], abs=1e-4) and "sklearn-digits" in card
+    # From a random initialisation, with the default warmup (0.05, a fraction of the steps in transformers 5).
+    assert "Trained from scratch on `sklearn-digits`." in card and "Fine-tuned" not in card
+    assert "| warmup (fraction of steps) | 0.05 |" in card and "warmup_steps" not in card
 
     all_results = read_json(output_dir / "all_results.json")
     assert all_results["world_size"] == 1 and 0 <= all_results["eval_accuracy"] <= 1
@@ -215,7 +222,7 @@ def test_finetunes_a_saved_checkpoint_on_an_image_folder_with_a_new_head(
     assert not output_dir.exists()
 
     # Reachable at the start but failing at the end: the model is kept and the summary says how to push it later.
-    monkeypatch.setattr(training, "check_push_target", lambda repo_id, token=None: "someone")
+    monkeypatch.setattr(loop, "check_push_target", lambda repo_id, token=None: "someone")
     request = httpx2.Request("POST", "https://huggingface.co/api/repos/create")
     failure = HfHubHTTPError("503 Server Error", response=httpx2.Response(503, request=request))
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import tiny_config
 
-from modeling_pvt import PvtForImageClassification
 import modeling_pvt.modeling_pvt as pvt_modeling
+from modeling_pvt import PvtForImageClassification
 from modeling_pvt.modeling_pvt import PvtDropPath
 
 

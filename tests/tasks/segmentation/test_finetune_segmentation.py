@@ -16,6 +16,7 @@ import transformers
 from conftest import tiny_config, tiny_segmentation_config_file, tiny_segmentation_flags
 from helpers import (
     CLASS_NAMES,
+    REPO,
     kill_after_checkpoint,
     make_hub_segmentation_dataset,
     make_mask_folder,
@@ -28,9 +29,8 @@ from safetensors.torch import load_file
 
 from modeling_pvt import PvtForImageClassification, PvtImageProcessor
 from modeling_pvt.cli import run_cli
-from modeling_pvt.segmentation_training import main
+from modeling_pvt.tasks.segmentation.task import main
 
-REPO = Path(__file__).resolve().parents[1]
 GRID_CLASSES = ["background"] + [f"digit_{digit}" for digit in range(10)]
 
 
@@ -134,6 +134,33 @@ def test_bad_folder_data_is_one_error_line(tmp_path, capsys, damage, message):
     error = one_error_line(capsys)
     assert re.search(message, error), error
     assert not (tmp_path / "run" / "model").exists()
+
+
+def test_a_folder_with_mostly_misnamed_masks_stops_with_one_line(tmp_path, capsys):
+    train_dir = make_mask_folder(tmp_path / "train", count=12)
+    for mask in sorted((train_dir / "masks").iterdir())[2:]:
+        mask.rename(mask.with_name(f"mask_{mask.name}"))  # 10 of 12 masks no longer named like their image
+    config_file = tiny_segmentation_config_file(tmp_path)
+    argv = tiny_segmentation_flags(config_file, tmp_path / "run", "--train_dir", str(train_dir))
+    assert run_cli(main, argv) == 1
+    error = one_error_line(capsys)
+    assert "10 of 12 image files" in error and "10 have no mask of the same name" in error, error
+    assert "--allow_skipped_files true" in error
+    assert not (tmp_path / "run").exists()
+
+
+def test_small_images_and_a_last_batch_of_one_train_quietly(tmp_path, monkeypatch, capsys):
+    # 32x32 images: the head's stride-32 map is 1x1, and 3 images in batches of 2 end in a batch of one, which
+    # BatchNorm cannot train on unless the training collator pads it.
+    monkeypatch.setattr(transformers.utils.logging, "_tqdm_active", True)  # progress bars as on a terminal
+    train_dir = make_mask_folder(tmp_path / "train", count=3, size=(32, 32))
+    validation_dir = make_mask_folder(tmp_path / "validation", count=1, size=(32, 32))
+    flags = ["--train_dir", str(train_dir), "--validation_dir", str(validation_dir), "--per_device_train_batch_size"]
+    flags += ["2", "--max_steps", "4", "--save_steps", "2", "--eval_strategy", "no"]
+    results = main(tiny_segmentation_flags(tiny_segmentation_config_file(tmp_path), tmp_path / "run", *flags))
+    assert results["train_loss"] > 0 and 0 <= results["eval_mean_iou"] <= 1
+    assert (tmp_path / "run" / "checkpoint-4").is_dir()
+    assert "Writing model shards" not in capsys.readouterr().err  # not after each checkpoint, nor at the end
 
 
 def _saved_classifier(folder: Path) -> tuple[Path, torch.Tensor]:

@@ -9,7 +9,10 @@ import torch
 from sklearn.metrics import confusion_matrix
 from transformers import EvalPrediction
 
-from modeling_pvt.segmentation_metrics import MEAN_IOU_METRIC_PATH, StreamingMeanIoU
+from modeling_pvt.tasks.segmentation.metrics import (
+    MEAN_IOU_METRIC_PATH,
+    StreamingMeanIoU,
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 from datasets import IterableDataset
-from helpers import make_hub_segmentation_dataset
+from helpers import REPO, make_hub_segmentation_dataset
 from PIL import Image
 
 from modeling_pvt import PvtImageProcessor
-from modeling_pvt.data import DataError, upscaled_digits
-from modeling_pvt.segmentation_data import (
+from modeling_pvt.data.digits import upscaled_digits
+from modeling_pvt.data.sources import DataError
+from modeling_pvt.tasks.segmentation.data import (
     GRID_LABEL_NAMES,
     GRID_TRAIN_CANVASES,
     SegmentationDataArguments,
@@ -22,7 +23,7 @@ from modeling_pvt.segmentation_data import (
     load_hub_segmentation_splits,
     load_mask_folder_splits,
 )
-from modeling_pvt.segmentation_transforms import (
+from modeling_pvt.tasks.segmentation.transforms import (
     SegmentationAugmentation,
     SegmentationCollator,
     augment_pair,
@@ -119,10 +120,39 @@ def test_mask_folder_without_label_file_names_classes_by_id(mask_folder):
 
 def test_images_without_masks_are_skipped_with_a_count(mask_folder, caplog):
     _save(_noise(40, 36), mask_folder / "images" / "orphan.jpg")
-    with caplog.at_level(logging.WARNING, logger="modeling_pvt.data"):
+    with caplog.at_level(logging.WARNING, logger="modeling_pvt.data.sources"):
         splits = load_mask_folder_splits(mask_folder, mask_folder)
     assert len(splits.eval) == 6
     assert "Skipping 1 image file(s) of 7" in caplog.text and "orphan.jpg" in caplog.text and "no mask" in caplog.text
+
+
+def test_a_folder_whose_masks_are_mostly_misnamed_is_refused_unless_allowed(tmp_path, caplog):
+    root = tmp_path / "data"
+    for index in range(12):
+        _save(_noise(40, 36, index), root / "images" / f"{index:03d}.jpg")
+        # 10 of 12 masks misnamed (a suffix the images lack), one corrupt: 2 usable pairs.
+        name = f"{index:03d}.png" if index < 2 else f"{index:03d}_mask.png"
+        _save(_mask(40, 36, seed=index), root / "masks" / name)
+    (root / "masks" / "002.png").write_bytes(b"not a png")
+    with pytest.raises(DataError) as refused:
+        load_mask_folder_splits(root, root)
+    message = str(refused.value)
+    assert f"10 of 12 image files in {root / 'images'} are unusable, more than half" in message
+    assert f"9 have no mask of the same name in {root / 'masks'} (e.g. 003.jpg" in message
+    assert "1 have a corrupt or truncated mask (e.g. 002.jpg)" in message
+    assert "Only 2 would be used" in message and "--allow_skipped_files true" in message
+
+    with caplog.at_level(logging.WARNING, logger="modeling_pvt.data.sources"):
+        splits = load_mask_folder_splits(root, root, allow_skipped_files=True)
+    assert len(splits.eval) == 2 and "Skipping 10 image file(s) of 12" in caplog.text
+    arguments = SegmentationDataArguments(train_dir=str(root), validation_dir=str(root), allow_skipped_files=True)
+    assert len(arguments.load().train) == 2  # the shared data flag reaches the loader
+
+
+def test_half_of_the_images_unusable_is_still_used(mask_folder):
+    for index in range(3):
+        _save(_noise(40, 36, index), mask_folder / "images" / f"orphan-{index}.jpg")
+    assert len(load_mask_folder_splits(mask_folder, mask_folder).eval) == 6  # 3 of 9 skipped
 
 
 @pytest.mark.parametrize(
@@ -284,14 +314,31 @@ def test_collator_pads_variable_sizes_with_ignored_labels():
     assert (batch["pixel_values"][0, :, 40:] == 0).all() and (batch["labels"][1, :, :30] == 0).all()
 
 
+def test_training_collator_lets_batchnorm_train_on_one_small_image():
+    from conftest import tiny_config
+
+    from modeling_pvt import PvtForSemanticSegmentation
+
+    example = {"pixel_values": np.ones((3, 32, 28), np.float32), "labels": np.ones((32, 28), np.int64)}
+    assert SegmentationCollator()([example])["pixel_values"].shape == (1, 3, 32, 32)  # evaluation: as before
+    assert SegmentationCollator(training=True)([example, example])["pixel_values"].shape == (2, 3, 32, 32)
+    batch = SegmentationCollator(training=True)([example])
+    assert batch["pixel_values"].shape == (1, 3, 64, 32) and (batch["labels"][0, 32:] == 255).all()
+    assert (batch["labels"][0, :32, :28] == 1).all()
+
+    model = PvtForSemanticSegmentation(tiny_config(num_labels=3, fpn_hidden_size=16, decoder_hidden_size=16)).train()
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):  # what the padding avoids
+        model(**SegmentationCollator()([example]))
+    model(**batch).loss.backward()
+
+
 def test_ade20k_recipe_parses_into_data_and_training_arguments():
-    from pathlib import Path
 
     from transformers import HfArgumentParser, TrainingArguments
 
-    from modeling_pvt.training import recipe_to_flags
+    from modeling_pvt.training.arguments import recipe_to_flags
 
-    recipe = Path(__file__).parents[1] / "configuration" / "recipes" / "ade20k-semfpn-pvt-small.yaml"
+    recipe = REPO / "configuration" / "recipes" / "ade20k-semfpn-pvt-small.yaml"
     parser = HfArgumentParser((SegmentationDataArguments, TrainingArguments))
     data, training, model_flags = parser.parse_args_into_dataclasses(
         args=recipe_to_flags(recipe) + ["--use_cpu", "true", "--bf16", "false"], return_remaining_strings=True

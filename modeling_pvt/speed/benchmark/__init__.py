@@ -1,0 +1,1 @@
+"""`scripts/benchmark.py`: our PVT against transformers' native PVT on identical weights (speed, memory, agreement)."""
