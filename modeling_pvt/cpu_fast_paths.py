@@ -249,11 +249,12 @@ def describe_cpu_fast_paths() -> str:
     """Two lines for logs: the CPU and what was chosen on it."""
     capabilities, paths = detect_cpu_capabilities(), cpu_fast_paths()
     bf16 = "bf16 native (use it)" if paths.bf16 else "bf16 not native (emulated, slower than fp32: not used)"
-    int8 = "; int8 recommended for inference (static, oneDNN: quantization.quantize_onednn)" if paths.int8 else ""
+    int8 = "; int8 recommended for inference (static, oneDNN: modeling_pvt.speed.quantization.quantize_onednn)" if paths.int8 else ""
     # Read by OpenMP when torch was imported; spinning waits collapse under contention (scripts set PASSIVE).
     waiting = os.environ.get("OMP_WAIT_POLICY", "unset: spinning, slow on a busy machine").lower()
+    threads = torch.get_num_threads()
     return (
-        f"CPU: {capabilities.summary()}, {torch.get_num_threads()} threads, OpenMP wait policy {waiting}\n"
+        f"CPU: {capabilities.summary()}, {threads} thread{'' if threads == 1 else 's'}, OpenMP wait policy {waiting}\n"
         f"fast paths: linear inference={paths.inference_linear}, training={paths.training_linear} "
         f"[{paths.training_reason}]; {bf16}{int8}"
     )

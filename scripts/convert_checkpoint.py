@@ -3,14 +3,19 @@ code, model card) that loads with `trust_remote_code=True`."""
 
 import argparse
 import json
+import runpy
 import sys
 from pathlib import Path
 
+# Flag mistakes are reported before the imports below load torch (seconds): modeling_pvt/cli.py is read by path.
+if __name__ == "__main__":
+    runpy.run_path(str(Path(__file__).resolve().parents[1] / "modeling_pvt" / "cli.py"))["check_command_line"](__file__)
+
 from modeling_pvt import PRESETS, PvtConfig
-from modeling_pvt.cli import DEBUG_HELP, run_cli
-from modeling_pvt.conversion import (
+from modeling_pvt.checkpoints.conversion import (
     OWN,
     TASKS,
+    VERIFY_DETECTION_SIZES,
     VERIFY_SEGMENTATION_SIZES,
     VERIFY_SIZES,
     build_model,
@@ -18,7 +23,8 @@ from modeling_pvt.conversion import (
     load_checkpoint,
     verify,
 )
-from modeling_pvt.hub import DEFAULT_MAX_SHARD_SIZE, save_hub_folder
+from modeling_pvt.checkpoints.hub import DEFAULT_MAX_SHARD_SIZE, save_hub_folder
+from modeling_pvt.cli import DEBUG_HELP, run_cli
 
 EXAMPLES = """examples:
   # the original release's pvt_tiny.pth, ImageNet-1k labels, checked against the original layout
@@ -30,6 +36,14 @@ EXAMPLES = """examples:
   # the paper's Semantic FPN on ADE20K (mmseg checkpoint), checked against the original layout at 512x512 and 480x650
   python scripts/convert_checkpoint.py --checkpoint fpn_pvt_s_ade20k_40k.pth --variant pvt-small \
       --output_dir pvt-small-fpn-ade20k --verify
+
+  # the paper's RetinaNet on COCO (mmdet checkpoint, COCO's 80 class names), checked against the original layout
+  python scripts/convert_checkpoint.py --checkpoint retinanet_pvt_s_fpn_1x_coco.pth --variant pvt-small \
+      --output_dir pvt-small-retinanet-coco --verify
+
+  # an ImageNet classifier as the backbone of a new RetinaNet (fresh FPN and head, COCO's names), to fine-tune
+  python scripts/convert_checkpoint.py --checkpoint pvt_small.pth --variant pvt-small --task object-detection \
+      --num_labels 80 --output_dir pvt-small-retinanet-init
 
   # an ImageNet classifier as the backbone of a new Semantic FPN model (ADE20K's 150 class names), to fine-tune
   python scripts/convert_checkpoint.py --checkpoint pvt_small.pth --variant pvt-small --task semantic-segmentation \
@@ -65,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         required=True,
         help="an original .pth/.pt/.bin/.safetensors file (bare or {'model': state_dict}), an original Semantic FPN "
-        "checkpoint (mmseg's {'state_dict': …, 'meta': …}), a folder saved by "
+        "checkpoint (mmseg's {'state_dict': …, 'meta': …}), an original RetinaNet checkpoint (mmdet's), a folder saved by "
         "transformers' native PVT or by this package, or a Hub repo id already in the local cache",
     )
     architecture = parser.add_mutually_exclusive_group()
@@ -82,9 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--task",
         choices=TASKS,
-        help="the model to write: image-classification (PvtForImageClassification) or semantic-segmentation "
-        "(PvtForSemanticSegmentation). Default: what the checkpoint's head does; a classifier checkpoint with "
-        "semantic-segmentation gives a new Semantic FPN head (pass --num_labels or --labels)",
+        help="the model to write: image-classification (PvtForImageClassification), semantic-segmentation "
+        "(PvtForSemanticSegmentation) or object-detection (PvtForObjectDetection, the paper's RetinaNet). Default: "
+        "what the checkpoint's head does; a classifier checkpoint with semantic-segmentation or object-detection "
+        "gives a new neck and head (pass --num_labels or --labels)",
     )
     parser.add_argument("--output_dir", required=True, type=Path, help="folder to write (must be new or empty)")
     parser.add_argument(
@@ -107,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
         + " and ".join(f"{h}x{w}" for h, w in VERIFY_SIZES)
         + " (segmentation: "
         + " and ".join(f"{h}x{w}" for h, w in VERIFY_SEGMENTATION_SIZES)
-        + "); fail if they differ by more than 1e-4",
+        + "; detection: "
+        + " and ".join(f"{h}x{w}" for h, w in VERIFY_DETECTION_SIZES)
+        + ", plus the detections after post-processing); fail if they differ by more than 1e-4",
     )
     parser.add_argument("--repo_id", help="the Hub repo id the folder is meant for (used in the model card)")
     parser.add_argument(

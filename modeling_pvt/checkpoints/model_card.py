@@ -5,7 +5,7 @@ pipeline tag, datasets, `model-index`) followed by the sections filled into `CAR
 multiply-adds are measured here, on a weightless copy of the model, so that every card states numbers our code
 produced; the paper's numbers are quoted separately and labelled as the paper's.
 
-`python -m modeling_pvt.model_card model_cards/` rewrites the committed template and the four preset cards.
+`python -m modeling_pvt.checkpoints.model_card model_cards/` rewrites the committed template and the four preset cards.
 """
 
 import argparse
@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import transformers
 from huggingface_hub import EvalResult, ModelCardData
 from torch.utils.flop_counter import FlopCounterMode
 
-from .configuration_pvt import PRESETS
-from .data import DIGITS_NAME
-from .segmentation_data import GRID_DIGITS_NAME
+from ..configuration_pvt import PRESETS
+from ..data.digits import EMBEDDED_DATASETS
 
 PAPER_URL = "https://arxiv.org/abs/2102.12122"
 ORIGINAL_CODE_URL = "https://github.com/whai362/PVT"
@@ -39,8 +39,17 @@ PAPER_SEGMENTATION = {
     "pvt-medium": {"miou": 41.6, "gflops": 61.0, "params_m": 48.0},
     "pvt-large": {"miou": 42.1, "gflops": 79.6, "params_m": 65.1},
 }
+# The paper's RetinaNet on COCO (its object-detection table: 1x schedule, val2017 box AP %, single scale 1333x800).
+PAPER_DETECTION = {
+    "pvt-tiny": {"ap": 36.7},
+    "pvt-small": {"ap": 40.4},
+    "pvt-medium": {"ap": 41.9},
+    "pvt-large": {"ap": 42.6},
+}
 IMAGENET_NUM_LABELS = 1000
-EMBEDDED_DATASETS = (DIGITS_NAME, GRID_DIGITS_NAME)
+COCO_NUM_LABELS = 80
+# (height, width): the paper's COCO test scale fits 1333x800; a 4:3 image becomes 800x1067.
+DETECTION_RESOLUTION = (800, 1067)
 ADE20K_NUM_LABELS = 150
 MEASURED_RESOLUTION = 224
 SEGMENTATION_RESOLUTION = 512
@@ -72,8 +81,8 @@ predicted = model(**inputs).logits.argmax(-1).item()
 print(model.config.id2label[predicted])
 
 # Feature pyramid for dense prediction: the four stages' NCHW maps at strides 4, 8, 16 and 32. AutoModel loads a
-# Hub repo and a local folder alike; AutoBackbone works only with a Hub repo id while online (transformers 5.24
-# asks the Hub before loading, so it fails for folders and offline).
+# Hub repo and a local folder alike; AutoBackbone works only with a Hub repo id while online (transformers
+# $transformers_version asks the Hub before loading, so it fails for folders and offline).
 encoder = AutoModel.from_pretrained(repo, trust_remote_code=True)
 feature_maps = encoder(**inputs, output_hidden_states=True).hidden_states"""
 _SEGMENTATION_USAGE = """from PIL import Image
@@ -128,8 +137,39 @@ SEGMENTATION_CARD = _CardTask(
 )
 
 
+_DETECTION_USAGE = """from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForObjectDetection, pipeline
+
+repo = "$repo_id"
+image = Image.open("path/to/image.jpg").convert("RGB")
+detector = pipeline("object-detection", model=repo, trust_remote_code=True)
+for found in detector(image, threshold=0.3):  # label, score and box (xmin, ymin, xmax, ymax) in the image's pixels
+    print(found["label"], round(found["score"], 2), found["box"])
+
+processor = AutoImageProcessor.from_pretrained(repo, trust_remote_code=True)
+model = AutoModelForObjectDetection.from_pretrained(repo, trust_remote_code=True)
+inputs = processor(images=image, return_tensors="pt")  # keeps the aspect ratio; pads to a multiple of 32 + pixel_mask
+outputs = model(**inputs)  # per anchor: outputs.logits (sigmoid per class) and outputs.pred_boxes (x0, y0, x1, y1)
+detections = processor.post_process_object_detection(outputs, threshold=0.3, target_sizes=[image.size[::-1]])[0]
+print(detections["scores"], detections["labels"], detections["boxes"])  # boxes in the original image's pixels"""
+DETECTION_CARD = _CardTask(
+    pipeline_tag="object-detection",
+    task_name="Object Detection",
+    tags=("object-detection", "retinanet"),
+    what="an object detector (PVT backbone + RetinaNet)",
+    architecture_note="This is the paper's detection model: the dense backbone (no CLS token, as in the\n"
+    "original detection code) feeds RetinaNet (Lin et al., 2017): an FPN over the stride-8/16/32 maps with two extra\n"
+    "levels (P3-P7), and a head shared by the levels that scores every anchor per class (sigmoid, focal loss) and\n"
+    "regresses its box; class-wise NMS keeps the best boxes.",
+    intended_uses="- Object detection over the labels in `config.id2label` ($num_labels classes).\n"
+    "- A starting point for fine-tuning on your own classes (`scripts/finetune_detection.py`).",
+    usage=_DETECTION_USAGE,
+)
+_CARDS = {"PvtForSemanticSegmentation": SEGMENTATION_CARD, "PvtForObjectDetection": DETECTION_CARD}
+
+
 def card_task(model) -> _CardTask:
-    return SEGMENTATION_CARD if type(model).__name__ == "PvtForSemanticSegmentation" else CLASSIFICATION_CARD
+    return _CARDS.get(type(model).__name__, CLASSIFICATION_CARD)
 
 
 CARD_TEMPLATE = string.Template(
@@ -233,9 +273,10 @@ def _evaluation_metrics(eval_results: dict) -> dict:
 
 
 def _cites_paper_results(model, variant, eval_results, dataset_name) -> bool:
-    """The paper's numbers describe a preset's 1000-way ImageNet classifier or 150-way ADE20K Semantic FPN, nothing
-    else."""
-    paper_labels = ADE20K_NUM_LABELS if card_task(model) is SEGMENTATION_CARD else IMAGENET_NUM_LABELS
+    """The paper's numbers describe a preset's 1000-way ImageNet classifier, 150-way ADE20K Semantic FPN or 80-way COCO
+    RetinaNet, nothing else."""
+    paper_labels = {SEGMENTATION_CARD: ADE20K_NUM_LABELS, DETECTION_CARD: COCO_NUM_LABELS}
+    paper_labels = paper_labels.get(card_task(model), IMAGENET_NUM_LABELS)
     return not eval_results and variant in PAPER_RESULTS and model.config.num_labels == paper_labels and not dataset_name
 
 
@@ -257,6 +298,21 @@ def _eval_results_metadata(model, variant, eval_results, dataset_name) -> list[E
         ]
     if not _cites_paper_results(model, variant, eval_results, dataset_name):
         return []
+    if task is DETECTION_CARD:
+        return [
+            EvalResult(
+                task_type=task.pipeline_tag,
+                task_name=task.task_name,
+                dataset_type="detection-datasets/coco",
+                dataset_name="COCO 2017",
+                dataset_split="validation",
+                metric_type="map",
+                metric_value=PAPER_DETECTION[variant]["ap"],
+                metric_name="box AP (reported by the paper, RetinaNet 1x)",
+                source_name="Wang et al., ICCV 2021 (paper's reported number)",
+                source_url=PAPER_URL,
+            )
+        ]
     if task is SEGMENTATION_CARD:
         return [
             EvalResult(
@@ -310,7 +366,11 @@ def _metadata(model, variant, eval_results, dataset_name, base_model, model_name
     elif dataset_name in EMBEDDED_DATASETS:
         datasets = None  # built from scikit-learn's bundled digits by this package: no Hub page either
     else:
-        paper_data = {IMAGENET_NUM_LABELS: ["imagenet-1k"], ADE20K_NUM_LABELS: ["scene_parse_150"]}
+        paper_data = {
+            IMAGENET_NUM_LABELS: ["imagenet-1k"],
+            ADE20K_NUM_LABELS: ["scene_parse_150"],
+            COCO_NUM_LABELS: ["detection-datasets/coco"],
+        }
         datasets = [dataset_name] if dataset_name else paper_data.get(num_labels) if variant else None
     task = card_task(model)
     tags = ["vision", *task.tags, "pvt", "pyramid-vision-transformer", "custom_code"]
@@ -343,14 +403,15 @@ def _stage_table(config) -> str:
 
 def _measurements_section(model, variant) -> str:
     is_segmentation = card_task(model) is SEGMENTATION_CARD
-    measured = measure_model(model, SEGMENTATION_RESOLUTION if is_segmentation else MEASURED_RESOLUTION)
-    size = measured["resolution"]
+    resolution = {SEGMENTATION_CARD: SEGMENTATION_RESOLUTION, DETECTION_CARD: DETECTION_RESOLUTION}
+    measured = measure_model(model, resolution.get(card_task(model), MEASURED_RESOLUTION))
+    height, width = (measured["resolution"],) * 2 if isinstance(measured["resolution"], int) else measured["resolution"]
     lines = [
         "## Size and compute (measured by our code)",
         "",
         f"- Parameters: **{measured['params'] / 1e6:.2f} M** ({measured['params']:,}), counted from this model's "
         "tensors.",
-        f"- Compute at {size}x{size}: **{measured['gmacs']:.2f} G multiply-adds** ({measured['gflops']:.2f} GFLOPs "
+        f"- Compute at {width}x{height}: **{measured['gmacs']:.2f} G multiply-adds** ({measured['gflops']:.2f} GFLOPs "
         "at 2 FLOPs per multiply-add), counted with `torch.utils.flop_counter.FlopCounterMode` over one forward "
         "pass with eager attention (matmuls and convolutions; normalisations, activations and softmax are not "
         "counted).",
@@ -359,7 +420,7 @@ def _measurements_section(model, variant) -> str:
         PAPER_RESULTS,
         "a 1000-class head",
     )
-    if variant in paper_table:
+    if variant in paper_table and card_task(model) is not DETECTION_CARD:  # the paper gives no detector FLOPs here
         paper = paper_table[variant]
         lines.append(
             f'- For comparison, the paper reports {paper["params_m"]} M parameters and {paper["gflops"]} "GFLOPs" '
@@ -372,7 +433,15 @@ def _format_value(value) -> str:
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def _results_section(model, variant, eval_results, dataset_name, training_args) -> str:
+def _paper_detection_sentence(variant: str) -> str:
+    return (
+        f"The paper reports **{PAPER_DETECTION[variant]['ap']} box AP** on COCO val2017 for {variant} + RetinaNet "
+        "(its 256-channel, 4-conv head; 1x schedule, 12 epochs; single scale 1333x800). That number belongs to the "
+        "authors' original weights; it was not re-measured on this checkpoint."
+    )
+
+
+def _results_section(model, variant, eval_results, dataset_name, training_args, from_scratch=False) -> str:
     if eval_results:
         lines = [
             "## Evaluation results (measured on this checkpoint)",
@@ -383,6 +452,8 @@ def _results_section(model, variant, eval_results, dataset_name, training_args) 
             "|---|---|",
             *(f"| {name} | {_format_value(value)} |" for name, value in eval_results.items()),
         ]
+    elif _cites_paper_results(model, variant, eval_results, dataset_name) and card_task(model) is DETECTION_CARD:
+        lines = ["## COCO results (reported by the paper)", "", _paper_detection_sentence(variant)]
     elif _cites_paper_results(model, variant, eval_results, dataset_name) and card_task(model) is SEGMENTATION_CARD:
         lines = [
             "## ADE20K results (reported by the paper)",
@@ -401,12 +472,16 @@ def _results_section(model, variant, eval_results, dataset_name, training_args) 
         ]
     else:
         lines = ["## Evaluation results", "", "No evaluation results are recorded for this checkpoint."]
+    if eval_results and card_task(model) is DETECTION_CARD and variant in PAPER_DETECTION:
+        sentence = _paper_detection_sentence(variant)
+        lines += ["", f"For scale only (COCO is not this checkpoint's data): {sentence[0].lower()}{sentence[1:]}"]
     if training_args:
         lines += [
             "",
             "## Training procedure",
             "",
-            f"Fine-tuned on `{dataset_name or 'unknown dataset'}` with these hyper-parameters:",
+            f"{'Trained from scratch' if from_scratch else 'Fine-tuned'} on `{dataset_name or 'unknown dataset'}` with "
+            "these hyper-parameters:",
             "",
             "| hyper-parameter | value |",
             "|---|---|",
@@ -415,7 +490,7 @@ def _results_section(model, variant, eval_results, dataset_name, training_args) 
     return "\n".join(lines)
 
 
-def _summary(model, variant, dataset_name, base_model, converted_from) -> str:
+def _summary(model, variant, dataset_name, base_model, converted_from, from_scratch=False) -> str:
     name = f"PVT-{variant.removeprefix('pvt-').capitalize()}" if variant else "A custom-size PVT v1"
     parts = [
         f"{name} ({type(model).__name__}, {model.config.num_labels} labels): {card_task(model).what}, packaged for "
@@ -424,7 +499,7 @@ def _summary(model, variant, dataset_name, base_model, converted_from) -> str:
     if base_model:
         parts.append(f"Fine-tuned from [`{base_model}`](https://huggingface.co/{base_model}) on `{dataset_name}`.")
     elif dataset_name:
-        parts.append(f"Trained on `{dataset_name}`.")
+        parts.append(f"Trained {'from scratch ' if from_scratch else ''}on `{dataset_name}`.")
     if converted_from:
         parts.append(f"Converted from {converted_from}.")
     return " ".join(parts)
@@ -440,6 +515,7 @@ def render_model_card(
     base_model: str | None = None,
     repo_id: str | None = None,
     converted_from: str | None = None,
+    from_scratch: bool = False,
 ) -> str:
     """README.md text for `model` (any PVT model class of this package).
 
@@ -452,6 +528,7 @@ def render_model_card(
         base_model: Hub id of the checkpoint this one was fine-tuned from.
         repo_id: where the card will live; used in the loading snippet.
         converted_from: provenance of converted weights, e.g. "the original PVT release (`pvt_tiny.pth`)".
+        from_scratch: the weights were trained from a random initialisation on `dataset_name` (no base model).
     """
     variant = variant or infer_variant(model.config)
     if variant is not None and variant not in PRESETS:
@@ -464,14 +541,14 @@ def render_model_card(
     return CARD_TEMPLATE.substitute(
         metadata=metadata,
         title=model_name,
-        summary=_summary(model, variant, dataset_name, base_model, converted_from),
+        summary=_summary(model, variant, dataset_name, base_model, converted_from, from_scratch),
         paper_url=PAPER_URL,
         stage_table=_stage_table(model.config),
         measurements=_measurements_section(model, variant),
-        results=_results_section(model, variant, eval_results, dataset_name, training_args),
+        results=_results_section(model, variant, eval_results, dataset_name, training_args, from_scratch),
         architecture_note=task.architecture_note,
         intended_uses=string.Template(task.intended_uses).substitute(num_labels=model.config.num_labels),
-        usage=string.Template(task.usage).substitute(repo_id=repo),
+        usage=string.Template(task.usage).substitute(repo_id=repo, transformers_version=transformers.__version__),
         image_size=model.config.image_height_width[0],
         citation=CITATION,
     )
@@ -479,8 +556,8 @@ def render_model_card(
 
 def preset_card(variant: str) -> str:
     """The card of an ImageNet-1k classifier of preset `variant`, as committed under `model_cards/`."""
-    from .configuration_pvt import PvtConfig
-    from .modeling_pvt import PvtForImageClassification
+    from ..configuration_pvt import PvtConfig
+    from ..modeling_pvt import PvtForImageClassification
 
     with torch.device("meta"):
         model = PvtForImageClassification(PvtConfig.from_preset(variant, num_labels=IMAGENET_NUM_LABELS))

@@ -24,7 +24,7 @@ from reference_pvt import PyramidVisionTransformer, reference_kwargs
 from safetensors.torch import save_file
 
 from modeling_pvt import PvtConfig, PvtForImageClassification
-from modeling_pvt.conversion import (
+from modeling_pvt.checkpoints.conversion import (
     ConversionError,
     build_model,
     detect_format,

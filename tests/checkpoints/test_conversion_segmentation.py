@@ -12,7 +12,7 @@ from reference_pvt import PyramidVisionTransformer, reference_kwargs
 from reference_semantic_fpn import SemanticFPN, randomise_norms
 
 from modeling_pvt import PvtConfig, PvtForSemanticSegmentation, PvtImageProcessor
-from modeling_pvt.conversion import ade20k_id2label
+from modeling_pvt.checkpoints.conversion import ade20k_id2label
 
 CLASSES = ("road", "sky", "tree", "person")
 

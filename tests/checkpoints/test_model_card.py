@@ -1,11 +1,11 @@
 """The shared model-card renderer: metadata, measured size and compute, paper numbers cited as the paper's,
 fine-tuned cards with their own metrics, and the committed cards under model_cards/ being current."""
 
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_config
+from helpers import REPO
 from huggingface_hub import ModelCard
 
 from modeling_pvt import (
@@ -15,7 +15,7 @@ from modeling_pvt import (
     PvtForImageClassification,
     PvtForSemanticSegmentation,
 )
-from modeling_pvt.model_card import (
+from modeling_pvt.checkpoints.model_card import (
     CARD_TEMPLATE,
     PAPER_RESULTS,
     PAPER_SEGMENTATION,
@@ -25,14 +25,14 @@ from modeling_pvt.model_card import (
     render_model_card,
 )
 
-MODEL_CARDS = Path(__file__).resolve().parents[1] / "model_cards"
+MODEL_CARDS = REPO / "model_cards"
 
 
 def test_committed_template_and_preset_cards_are_current():
     assert (MODEL_CARDS / "TEMPLATE.md").read_text() == CARD_TEMPLATE.template
     for variant in PRESETS:
         assert (MODEL_CARDS / f"{variant}.md").read_text() == preset_card(variant), (
-            f"model_cards/{variant}.md is stale: run `python -m modeling_pvt.model_card model_cards`"
+            f"model_cards/{variant}.md is stale: run `python -m modeling_pvt.checkpoints.model_card model_cards`"
         )
 
 
@@ -142,6 +142,19 @@ def test_fine_tuned_card_reports_its_own_metrics_dataset_and_hyper_parameters():
     assert "reported by the paper" not in text and "75.1" not in text
     assert 'repo = "my-org/pvt-tiny-beans"' in text
     assert card.data.model_name == "pvt-tiny-beans"
+
+
+def test_a_card_says_from_scratch_or_fine_tuned_and_names_the_installed_transformers():
+    import transformers
+
+    model = PvtForImageClassification(tiny_config())
+    scratch = render_model_card(model, dataset_name="sklearn-digits", training_args={"seed": 42}, from_scratch=True)
+    assert "Trained from scratch on `sklearn-digits`." in scratch and "Fine-tuned" not in scratch
+    assert "Trained from scratch on `sklearn-digits` with these hyper-parameters:" in scratch
+    tuned = render_model_card(model, dataset_name="beans", training_args={"seed": 42}, base_model="org/pvt-tiny")
+    assert "Fine-tuned from [`org/pvt-tiny`]" in tuned and "Fine-tuned on `beans` with" in tuned
+    assert "from scratch" not in tuned
+    assert f"(transformers\n# {transformers.__version__} asks the Hub" in scratch
 
 
 def test_custom_architecture_card_has_no_paper_claims():
