@@ -6,6 +6,7 @@ from transformers import (
     AutoConfig,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForObjectDetection,
     AutoModelForSemanticSegmentation,
 )
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
@@ -19,6 +20,7 @@ from .modeling_pvt import (
     PvtModel,
     PvtPreTrainedModel,
 )
+from .modeling_pvt_detection import PvtForObjectDetection
 
 # exist_ok: the auto mappings look classes up by name, and transformers' native PVT also has a "PvtConfig". The
 # registration is keyed by our class object, so the native model keeps its own mapping.
@@ -27,6 +29,7 @@ AutoModel.register(PvtConfig, PvtModel, exist_ok=True)
 AutoModelForImageClassification.register(PvtConfig, PvtForImageClassification, exist_ok=True)
 AutoModelForSemanticSegmentation.register(PvtConfig, PvtForSemanticSegmentation, exist_ok=True)
 AutoBackbone.register(PvtConfig, PvtBackbone, exist_ok=True)
+AutoModelForObjectDetection.register(PvtConfig, PvtForObjectDetection, exist_ok=True)
 # Not AutoImageProcessor.register: it looks our config up by its class name, finds the native "PvtConfig", imports
 # the native processors (warning about torchvision) and keeps the native one as this config's torchvision backend.
 IMAGE_PROCESSOR_MAPPING.register(PvtConfig, {"pil": PvtV1ImageProcessor}, exist_ok=True)
@@ -37,6 +40,7 @@ PvtModel.register_for_auto_class("AutoModel")
 PvtForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 PvtForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
 PvtBackbone.register_for_auto_class("AutoBackbone")
+PvtForObjectDetection.register_for_auto_class("AutoModelForObjectDetection")
 PvtV1ImageProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
@@ -46,6 +50,7 @@ __all__ = [
     "PvtForImageClassification",
     "PvtForSemanticSegmentation",
     "PvtBackbone",
+    "PvtForObjectDetection",
     "PvtImageProcessor",
     "PvtV1ImageProcessor",
     "PvtPreTrainedModel",

@@ -54,11 +54,28 @@ class PvtConfig(BackboneConfigMixin, PretrainedConfig):
             (ImageNet PVT), the dense models `PvtBackbone` and `PvtForSemanticSegmentation` do not (the original
             segmentation/detection backbones add only `pos_embed4[:, 1:]` and attend over the spatial tokens).
             Classifier checkpoints load either way: the stored CLS slot of the position embeddings is kept.
-        fpn_hidden_size (`int`, defaults to 256): channels of the FPN neck (lateral and output convolutions).
+        fpn_hidden_size (`int`, defaults to 256): channels of the FPN neck (lateral and output convolutions), for
+            segmentation (Semantic FPN) and detection (RetinaNet's FPN, P3-P7) alike.
         decoder_hidden_size (`int`, defaults to 128): channels of the Semantic FPN head's per-level branches.
         classifier_dropout_prob (`float`, defaults to 0.1): `Dropout2d` before the segmentation classifier.
         semantic_loss_ignore_index (`int`, defaults to 255): label value excluded from the segmentation loss
             and metrics (ADE20K with reduced labels marks "other" with 255).
+        detection_head_hidden_size (`int`, defaults to 256): channels of the RetinaNet head's convolutions
+            (mmdet's `feat_channels`).
+        detection_head_num_convs (`int`, defaults to 4): 3x3 conv + ReLU layers in each of the head's classification
+            and box branches (mmdet's `stacked_convs`).
+        anchor_octave_base_scale (`float`, defaults to 4), anchor_scales_per_octave (`int`, defaults to 3): anchor
+            sizes per level are stride x base scale x 2^(i / scales_per_octave), i = 0..scales_per_octave - 1.
+        anchor_ratios (`list[float]`, defaults to `[0.5, 1.0, 2.0]`): anchor height/width ratios. Each level has
+            len(anchor_ratios) x anchor_scales_per_octave anchors per position (9).
+        detection_prior_prob (`float`, defaults to 0.01): initial foreground probability of every anchor (the
+            classifier's bias is -log((1 - p) / p)).
+        focal_loss_alpha (`float`, defaults to 0.25), focal_loss_gamma (`float`, defaults to 2.0): the sigmoid focal
+            loss of the classification branch.
+        detection_pos_iou_threshold (`float`, defaults to 0.5), detection_neg_iou_threshold (`float`, defaults to
+            0.4), detection_min_pos_iou (`float`, defaults to 0.0): mmdet's `MaxIoUAssigner`: anchors whose best IoU
+            with a box reaches the first are positive, those below the second background, those between ignored; each
+            box also takes every anchor that ties its best IoU if that is at least the third.
     """
 
     model_type = "pvt_v1"
@@ -88,6 +105,17 @@ class PvtConfig(BackboneConfigMixin, PretrainedConfig):
         decoder_hidden_size=128,
         classifier_dropout_prob=0.1,
         semantic_loss_ignore_index=255,
+        detection_head_hidden_size=256,
+        detection_head_num_convs=4,
+        anchor_octave_base_scale=4,
+        anchor_scales_per_octave=3,
+        anchor_ratios=(0.5, 1.0, 2.0),
+        detection_prior_prob=0.01,
+        focal_loss_alpha=0.25,
+        focal_loss_gamma=2.0,
+        detection_pos_iou_threshold=0.5,
+        detection_neg_iou_threshold=0.4,
+        detection_min_pos_iou=0.0,
         **kwargs,
     ):
         self.num_channels = num_channels
@@ -111,7 +139,19 @@ class PvtConfig(BackboneConfigMixin, PretrainedConfig):
         self.decoder_hidden_size = decoder_hidden_size
         self.classifier_dropout_prob = classifier_dropout_prob
         self.semantic_loss_ignore_index = semantic_loss_ignore_index
+        self.detection_head_hidden_size = detection_head_hidden_size
+        self.detection_head_num_convs = detection_head_num_convs
+        self.anchor_octave_base_scale = anchor_octave_base_scale
+        self.anchor_scales_per_octave = anchor_scales_per_octave
+        self.anchor_ratios = list(anchor_ratios)
+        self.detection_prior_prob = detection_prior_prob
+        self.focal_loss_alpha = focal_loss_alpha
+        self.focal_loss_gamma = focal_loss_gamma
+        self.detection_pos_iou_threshold = detection_pos_iou_threshold
+        self.detection_neg_iou_threshold = detection_neg_iou_threshold
+        self.detection_min_pos_iou = detection_min_pos_iou
         self._validate_architecture()
+        self._validate_detection()
         self.stage_names = [f"stage{index}" for index in range(1, len(self.depths) + 1)]
         self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         super().__init__(**kwargs)
@@ -189,6 +229,33 @@ class PvtConfig(BackboneConfigMixin, PretrainedConfig):
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate", "classifier_dropout_prob"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"PvtConfig: {name} must be in [0, 1), got {getattr(self, name)}.")
+
+    def _validate_detection(self):
+        if self.detection_head_hidden_size <= 0 or self.detection_head_num_convs < 0:
+            raise ValueError(
+                f"PvtConfig: detection_head_hidden_size ({self.detection_head_hidden_size}) must be positive and "
+                f"detection_head_num_convs ({self.detection_head_num_convs}) at least 0."
+            )
+        if self.anchor_octave_base_scale <= 0 or self.anchor_scales_per_octave < 1 or not self.anchor_ratios:
+            raise ValueError(
+                f"PvtConfig: anchor_octave_base_scale ({self.anchor_octave_base_scale}) must be positive, "
+                f"anchor_scales_per_octave ({self.anchor_scales_per_octave}) at least 1 and anchor_ratios "
+                f"({self.anchor_ratios}) non-empty."
+            )
+        if any(ratio <= 0 for ratio in self.anchor_ratios):
+            raise ValueError(f"PvtConfig: anchor_ratios must be positive, got {self.anchor_ratios}.")
+        if not 0.0 < self.detection_prior_prob < 1.0:
+            raise ValueError(f"PvtConfig: detection_prior_prob must be in (0, 1), got {self.detection_prior_prob}.")
+        if not 0.0 <= self.focal_loss_alpha <= 1.0 or self.focal_loss_gamma < 0:
+            raise ValueError(
+                f"PvtConfig: focal_loss_alpha ({self.focal_loss_alpha}) must be in [0, 1] and focal_loss_gamma "
+                f"({self.focal_loss_gamma}) non-negative."
+            )
+        if not 0.0 <= self.detection_neg_iou_threshold <= self.detection_pos_iou_threshold <= 1.0:
+            raise ValueError(
+                "PvtConfig: the assigner needs 0 <= detection_neg_iou_threshold <= detection_pos_iou_threshold <= 1, "
+                f"got {self.detection_neg_iou_threshold} and {self.detection_pos_iou_threshold}."
+            )
 
 
 __all__ = ["PvtConfig", "PRESETS", "preset_name"]

@@ -27,7 +27,7 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import cached_file
 
 from .configuration_pvt import PvtConfig
-from .cpu_fast_paths import ONEDNN, cpu_fast_paths, cpu_inference_linear_backend
+from .cpu_fast_paths import ONEDNN, cpu_fast_paths, cpu_inference_linear_backend, detect_cpu_capabilities
 
 
 class PvtPatchEmbeddings(nn.Module):
@@ -117,8 +117,12 @@ def _uses_onednn_linear(hidden_states: torch.Tensor, linear: nn.Linear, records_
         and type(linear) is nn.Linear
         and not _has_hooks(linear)
         and hidden_states.device.type == "cpu"
-        and hidden_states.dtype in (torch.float32, torch.bfloat16)
         and hidden_states.dtype == linear.weight.dtype
+        # oneDNN has no bf16 inner product without AVX512_BF16/AMX (on AVX2 it refuses to create one).
+        and (
+            hidden_states.dtype == torch.float32
+            or (hidden_states.dtype == torch.bfloat16 and detect_cpu_capabilities().native_bf16)
+        )
         # Under autocast F.linear is what gets cast to bfloat16; the private op would silently stay in float32.
         and not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()

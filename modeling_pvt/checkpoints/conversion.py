@@ -1,17 +1,19 @@
-"""Turning checkpoints from elsewhere into this package's `PvtForImageClassification` or
-`PvtForSemanticSegmentation`, and checking the result.
+"""Turning checkpoints from elsewhere into this package's `PvtForImageClassification`,
+`PvtForSemanticSegmentation` or `PvtForObjectDetection`, and checking the result.
 
-Four sources are recognised from their parameter names (never from the file name):
+Five sources are recognised from their parameter names (never from the file name):
 
 - the original PVT release (`pvt_tiny.pth` …: `patch_embed1.proj.weight`, `block1.0.attn.kv.weight`, …), a bare
   state dict or wrapped as `{"model": state_dict}`;
 - the original Semantic FPN release (`fpn_pvt_s_ade20k_40k.pth`: mmseg's `{"state_dict": …, "meta": …}` with
   `backbone.patch_embed1.…`, `neck.lateral_convs.0.conv.…`, `decode_head.conv_seg.…`);
+- the original RetinaNet release (`retinanet_pvt_s_fpn_1x_coco.pth`: mmdet's `{"state_dict": …, "meta": …}` with
+  `backbone.patch_embed1.…`, `neck.fpn_convs.4.conv.…`, `bbox_head.retina_cls.…`, `bbox_head.retina_reg.…`);
 - transformers' native PVT (`encoder.patch_embeddings.0.projection.weight`, …), a folder, a Hub repo id or a
   weights file;
 - this package's own layout (`pvt.encoder.stages.0…`), e.g. a model fine-tuned with our scripts.
 
-Key names are translated with the tables in `modeling_pvt.py` (the only copy of the mapping). Files are read
+Key names are translated with the tables in `modeling_pvt.py` (`modeling_pvt_detection.py` for mmdet's). Files are read
 with `torch.load(..., weights_only=True)`, so a pickle that would run code is refused, never executed.
 """
 
@@ -27,10 +29,9 @@ from pathlib import Path
 import torch
 from transformers import PretrainedConfig
 
-from .configuration_pvt import PRESETS, PvtConfig, preset_name
-from .image_processing_pvt import PvtImageProcessor
-from .modeling_pvt import (
-    PvtBackbone,
+from ..configuration_pvt import PRESETS, PvtConfig, preset_name
+from ..image_processing_pvt import PvtImageProcessor
+from ..modeling_pvt import (
     PvtForImageClassification,
     PvtForSemanticSegmentation,
     convert_mmseg_state_dict,
@@ -40,14 +41,17 @@ from .modeling_pvt import (
     load_checkpoint_weights,
     read_checkpoint_json,
 )
-from .original import OriginalDensePyramidVisionTransformer, OriginalPyramidVisionTransformer, OriginalSemanticFpn
+from ..modeling_pvt_detection import PvtForObjectDetection, convert_mmdet_state_dict
 
 ORIGINAL = "original PVT release"
 MMSEG = "original Semantic FPN release (mmseg)"
+MMDET = "original RetinaNet release (mmdet)"
 NATIVE = "transformers-native PVT"
 OWN = "pvt-transformers (this package)"
 # Names that only occur in one layout; the first match decides.
 _FORMAT_MARKERS = (
+    # Before mmseg: both start with `backbone.patch_embed1.`.
+    (MMDET, ("bbox_head.retina_cls.", "bbox_head.retina_reg.")),
     (MMSEG, ("backbone.patch_embed1.", "decode_head.conv_seg.")),
     (ORIGINAL, ("patch_embed1.", "pos_embed1", "block1.")),
     (NATIVE, ("encoder.patch_embeddings.", "pvt.encoder.patch_embeddings.", "encoder.block.", "pvt.encoder.block.")),
@@ -59,19 +63,31 @@ WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 VERIFY_SIZES = ((224, 224), (192, 288))
 # The paper's segmentation test size, and a non-square one whose sides are not multiples of 32.
 VERIFY_SEGMENTATION_SIZES = ((512, 512), (480, 650))
+# A 640x480 photo as the paper's COCO test transform feeds it (1067x800, padded to 1088x800), and a non-square size
+# whose sides are not multiples of 32.
+VERIFY_DETECTION_SIZES = ((800, 1088), (750, 1333))
+# Detections after post-processing: the same boxes, labels and order, box corners within this many pixels.
+VERIFY_BOX_TOLERANCE = 1e-2
 VERIFY_TOLERANCE = 1e-4
 CLASSIFIER_PREFIX = "classifier."
 NATIVE_MODEL_TYPE = "pvt"  # transformers' own PVT
 SEGMENTATION_CLASSIFIER_PREFIX = "decode_head.classifier."
-CLASSIFICATION, SEGMENTATION = "image-classification", "semantic-segmentation"
-TASKS = (CLASSIFICATION, SEGMENTATION)
-_MODEL_CLASSES = {CLASSIFICATION: PvtForImageClassification, SEGMENTATION: PvtForSemanticSegmentation}
+DETECTION_CLASSIFIER_PREFIX = "head.classifier."
+CLASSIFICATION, SEGMENTATION, DETECTION = "image-classification", "semantic-segmentation", "object-detection"
+TASKS = (CLASSIFICATION, SEGMENTATION, DETECTION)
+_MODEL_CLASSES = {
+    CLASSIFICATION: PvtForImageClassification,
+    SEGMENTATION: PvtForSemanticSegmentation,
+    DETECTION: PvtForObjectDetection,
+}
 # What a new head replaces: the classifier's Linear; for segmentation the last 1x1 conv, or (starting from a
 # classifier) the whole neck and decode head.
 _NEW_HEAD_PREFIXES = {
     (CLASSIFICATION, CLASSIFICATION): (CLASSIFIER_PREFIX,),
     (SEGMENTATION, SEGMENTATION): (SEGMENTATION_CLASSIFIER_PREFIX,),
     (CLASSIFICATION, SEGMENTATION): ("neck.", "decode_head."),
+    (DETECTION, DETECTION): (DETECTION_CLASSIFIER_PREFIX,),
+    (CLASSIFICATION, DETECTION): ("neck.", "head."),
 }
 # Parts of a classifier that the dense segmentation model has no use for (its CLS token is dropped only when the
 # model has none; the CLS slot of the stage-4 position embeddings is kept).
@@ -96,11 +112,21 @@ class Checkpoint:
 
     @property
     def task(self) -> str:
-        """What the checkpoint's head does: semantic segmentation when it has a decode head."""
-        return SEGMENTATION if any(key.startswith("decode_head.") for key in self.state_dict) else CLASSIFICATION
+        """What the checkpoint's head does: semantic segmentation when it has a decode head, object detection when it
+        has a box regressor."""
+        if any(key.startswith("decode_head.") for key in self.state_dict):
+            return SEGMENTATION
+        if "head.box_regressor.weight" in self.state_dict:
+            return DETECTION
+        return CLASSIFICATION
 
     @property
     def head_size(self) -> int | None:
+        """The number of classes of the checkpoint's head (a detector's classifier has one set per anchor shape)."""
+        if self.task == DETECTION:
+            anchors = self.state_dict["head.box_regressor.weight"].shape[0] // 4
+            weight = self.state_dict.get(f"{DETECTION_CLASSIFIER_PREFIX}weight")
+            return None if weight is None else weight.shape[0] // anchors
         prefix = SEGMENTATION_CLASSIFIER_PREFIX if self.task == SEGMENTATION else CLASSIFIER_PREFIX
         weight = self.state_dict.get(f"{prefix}weight")
         return None if weight is None else weight.shape[0]
@@ -108,18 +134,18 @@ class Checkpoint:
 
 @dataclass
 class ConversionResult:
-    model: PvtForImageClassification | PvtForSemanticSegmentation
+    model: PvtForImageClassification | PvtForSemanticSegmentation | PvtForObjectDetection
     source: Checkpoint
     new_head: bool
     notes: list[str] = field(default_factory=list)
 
     @property
     def task(self) -> str:
-        return SEGMENTATION if isinstance(self.model, PvtForSemanticSegmentation) else CLASSIFICATION
+        return next(task for task, model_class in _MODEL_CLASSES.items() if isinstance(self.model, model_class))
 
 
 def _shipped_labels(filename: str) -> dict[int, str]:
-    text = resources.files(__package__).joinpath(filename).read_text(encoding="utf-8")
+    text = resources.files("modeling_pvt").joinpath(filename).read_text(encoding="utf-8")
     return {int(index): name for index, name in json.loads(text).items()}
 
 
@@ -131,6 +157,11 @@ def imagenet_id2label() -> dict[int, str]:
 def ade20k_id2label() -> dict[int, str]:
     """The 150 ADE20K (SceneParsing) class names shipped with the package, in mmseg's `ADE20KDataset` order."""
     return _shipped_labels("ade20k_labels.json")
+
+
+def coco_id2label() -> dict[int, str]:
+    """The 80 COCO detection class names shipped with the package, in mmdet's `CocoDataset.CLASSES` order."""
+    return _shipped_labels("coco_labels.json")
 
 
 def read_pvt_config(name_or_path: str) -> dict:
@@ -302,6 +333,8 @@ def _translated(location, raw: dict, config, image_processor) -> Checkpoint:
             state_dict = convert_original_state_dict(raw, num_stages=num_stages)
         elif source_format == MMSEG:
             state_dict = convert_mmseg_state_dict(raw)
+        elif source_format == MMDET:
+            state_dict = convert_mmdet_state_dict(raw)
         elif source_format == NATIVE:
             state_dict = convert_native_state_dict(raw)
         else:
@@ -312,7 +345,7 @@ def _translated(location, raw: dict, config, image_processor) -> Checkpoint:
         location=location,
         format=source_format,
         state_dict=state_dict,
-        original_state_dict=raw if source_format in (ORIGINAL, MMSEG) else None,
+        original_state_dict=raw if source_format in (ORIGINAL, MMSEG, MMDET) else None,
         config=config,
         image_processor=image_processor,
     )
@@ -359,7 +392,7 @@ def _labels(checkpoint: Checkpoint, task: str, num_labels, id2label) -> tuple[di
     """The label set, whether it needs a new head, and a sentence saying where it came from."""
     # A classifier's Linear is no segmentation head: starting from one, segmentation always gets a new head.
     head_size = checkpoint.head_size if checkpoint.task == task else None
-    head_name = "segmentation head" if task == SEGMENTATION else "classifier head"
+    head_name = {SEGMENTATION: "segmentation head", DETECTION: "detection head"}.get(task, "classifier head")
     if id2label is not None and num_labels is not None and len(id2label) != num_labels:
         raise ConversionError(f"--num_labels {num_labels} disagrees with the {len(id2label)} label names given.")
     known = _known_label_set(task, num_labels) if id2label is None and num_labels is not None else None
@@ -372,7 +405,7 @@ def _labels(checkpoint: Checkpoint, task: str, num_labels, id2label) -> tuple[di
         if len(id2label) == head_size:
             note = f"kept the checkpoint's {head_size}-way head with the given label names{named}"
             return id2label, False, note
-        with_neck = " with the FPN neck" if task == SEGMENTATION and checkpoint.task == CLASSIFICATION else ""
+        with_neck = " with the FPN neck" if task != CLASSIFICATION and checkpoint.task == CLASSIFICATION else ""
         return (
             id2label,
             True,
@@ -385,7 +418,10 @@ def _labels(checkpoint: Checkpoint, task: str, num_labels, id2label) -> tuple[di
     if head_size is None:
         raise ConversionError(
             f"{checkpoint.location} has no {head_name}. Pass --num_labels N or --labels FILE to attach a new one"
-            + (" (--num_labels 150 names the classes as ADE20K's)." if task == SEGMENTATION else ".")
+            + {
+                SEGMENTATION: " (--num_labels 150 names the classes as ADE20K's).",
+                DETECTION: " (--num_labels 80 names the classes as COCO's).",
+            }.get(task, ".")
         )
     source_labels = checkpoint.config.id2label if checkpoint.config is not None else {}
     # transformers fills id2label with placeholders LABEL_0… when a config has none; those are not names.
@@ -410,6 +446,8 @@ def _known_label_set(task: str, size: int) -> tuple[dict, str] | None:
         return imagenet_id2label(), "ImageNet-1k label names"
     if task == SEGMENTATION and size == 150:
         return ade20k_id2label(), "ADE20K class names"
+    if task == DETECTION and size == 80:
+        return coco_id2label(), "COCO class names"
     return None
 
 
@@ -430,6 +468,12 @@ def build_model(
         raise ConversionError(
             f"{checkpoint.location} is a segmentation checkpoint; it has no CLS token or classifier to build an image "
             "classifier from. Convert it with --task semantic-segmentation (the default for it)."
+        )
+    if checkpoint.task != task and DETECTION in (task, checkpoint.task) and checkpoint.task != CLASSIFICATION:
+        raise ConversionError(
+            f"{checkpoint.location} is a checkpoint for {checkpoint.task}, which gives no {task} model. Convert it "
+            f"with --task {checkpoint.task} (the default for it), or build a {task} model from an ImageNet classifier "
+            "checkpoint."
         )
     config = _architecture(checkpoint, variant, config)
     if checkpoint.format == NATIVE and checkpoint.config is None:
@@ -473,136 +517,22 @@ def default_image_processor(checkpoint: Checkpoint, config: PvtConfig, task: str
         return checkpoint.image_processor
     if task == SEGMENTATION:
         return PvtImageProcessor.for_segmentation()
+    if task == DETECTION:
+        return PvtImageProcessor.for_detection()
     return PvtImageProcessor.for_evaluation(config.image_height_width[0])
-
-
-def _source_model(checkpoint: Checkpoint, config: PvtConfig, task: str):
-    """The model as its source runs it, returning (features, logits) per input: features are the pre-head vector
-    (classification) or the four dense backbone maps (segmentation)."""
-    if checkpoint.format == MMSEG:
-        original = OriginalSemanticFpn(config, num_classes=checkpoint.head_size).eval()
-        original.load_state_dict(checkpoint.original_state_dict, strict=True)
-        return lambda pixel_values: (original.backbone(pixel_values), original(pixel_values))
-    if checkpoint.format == ORIGINAL and task == SEGMENTATION:
-        # As mmseg initialises the dense backbone from an ImageNet checkpoint: everything but the classifier parts.
-        dense = OriginalDensePyramidVisionTransformer(config).eval()
-        unused = ("cls_token", "norm.", "head.")
-        dense.load_state_dict(
-            {k: v for k, v in checkpoint.original_state_dict.items() if not k.startswith(unused)}, strict=True
-        )
-        return lambda pixel_values: (dense(pixel_values), None)
-    if checkpoint.format == ORIGINAL:
-        head = checkpoint.original_state_dict.get("head.weight")
-        head_size = 0 if head is None else head.shape[0]
-        original = OriginalPyramidVisionTransformer(config, num_classes=head_size).eval()
-        original.load_state_dict(checkpoint.original_state_dict, strict=True)
-
-        def run(pixel_values):
-            features = original.forward_features(pixel_values)
-            return features, original.head(features)
-
-        return run
-    if checkpoint.config is None:
-        raise ConversionError(
-            f"--verify needs the {checkpoint.format} model itself, but {checkpoint.location} is a bare weights file "
-            "without its config. Pass the folder it came from (config.json + weights), or convert without --verify."
-        )
-    if checkpoint.format == NATIVE and task == SEGMENTATION:
-        raise ConversionError(
-            f"--verify has no dense {NATIVE} model to compare a segmentation backbone with (transformers' PVT always "
-            "keeps the CLS token). Convert without --verify, or start from the original release's .pth."
-        )
-    if checkpoint.format == NATIVE:
-        from transformers import PvtForImageClassification as NativePvtForImageClassification
-
-        native = NativePvtForImageClassification.from_pretrained(checkpoint.location).eval()
-
-        def run(pixel_values):
-            features = native.pvt(pixel_values).last_hidden_state[:, 0]
-            return features, native.classifier(features)
-
-        return run
-    if task == SEGMENTATION and checkpoint.task == SEGMENTATION:
-        own = PvtForSemanticSegmentation.from_pretrained(checkpoint.location).eval()
-        return lambda pixel_values: _dense_outputs(own, pixel_values)
-    if task == SEGMENTATION:
-        backbone = PvtBackbone.from_pretrained(checkpoint.location, out_indices=[0, 1, 2, 3]).eval()
-        return lambda pixel_values: (backbone(pixel_values).feature_maps, None)
-    own = PvtForImageClassification.from_pretrained(checkpoint.location).eval()
-
-    def run(pixel_values):
-        features = own.pvt(pixel_values).pooler_output
-        return features, own.classifier(features)
-
-    return run
-
-
-def _dense_outputs(model: PvtForSemanticSegmentation, pixel_values) -> tuple[tuple, torch.Tensor]:
-    outputs = model(pixel_values, output_hidden_states=True)
-    return outputs.hidden_states, outputs.logits
-
-
-def _converted_outputs(model, pixel_values):
-    if isinstance(model, PvtForSemanticSegmentation):
-        return _dense_outputs(model, pixel_values)
-    features = model.pvt(pixel_values).pooler_output
-    return features, model.classifier(features)
-
-
-def _max_difference(ours, theirs) -> tuple[float, float]:
-    """max |ours - theirs| and max |theirs| over a tensor or a sequence of tensors (the four feature maps)."""
-    pairs = list(zip(ours, theirs)) if isinstance(ours, (list, tuple)) else [(ours, theirs)]
-    return max((a - b).abs().max().item() for a, b in pairs), max(b.abs().max().item() for _, b in pairs)
 
 
 def verify(result: ConversionResult, sizes=None, tolerance: float = VERIFY_TOLERANCE) -> list[str]:
     """Runs the source model and the converted one on the same random batch at each size (default: 224x224 and
-    192x288 for classifiers, 512x512 and 480x650 for segmentation) and returns one report line per size. Compares
-    logits, or the features entering the head (the four backbone maps for segmentation) when the head was replaced.
-    Raises `ConversionError` if any difference exceeds `tolerance`."""
-    model, config = result.model, result.model.config
-    sizes = sizes or (VERIFY_SEGMENTATION_SIZES if result.task == SEGMENTATION else VERIFY_SIZES)
-    source = _source_model(result.source, config, result.task)
-    if result.new_head:
-        compared = "backbone maps (new head)" if result.task == SEGMENTATION else "pre-head features (new head)"
-    else:
-        compared = "logits"
-    generator = torch.Generator().manual_seed(0)
-    lines, failures = [], []
-    for height, width in sizes:
-        pixel_values = torch.randn(2, config.num_channels, height, width, generator=generator)
-        with torch.no_grad():
-            our_features, our_logits = _converted_outputs(model, pixel_values)
-            try:
-                source_features, source_logits = source(pixel_values)
-            except RuntimeError as error:
-                if result.source.format != NATIVE:
-                    raise
-                # transformers' native PVT reshapes stored position embeddings straight to the new grid, so it
-                # cannot run at any size but its training size: there is nothing to compare against.
-                lines.append(
-                    f"{height}x{width}: not compared, the {NATIVE} source model cannot run at this size ({error})"
-                )
-                continue
-        if result.new_head:
-            difference, magnitude = _max_difference(our_features, source_features)
-        else:
-            difference, magnitude = _max_difference(our_logits, source_logits)
-        status = "OK" if difference <= tolerance else "FAILED"
-        lines.append(
-            f"{height}x{width}: max |Δ{compared}| = {difference:.3e} (tolerance {tolerance:g}; values up to "
-            f"{magnitude:.3g}) {status}"
-        )
-        if difference > tolerance:
-            failures.append(f"{height}x{width}")
-    if failures:
-        raise ConversionError(
-            "Verification failed: the converted model disagrees with the source at "
-            + ", ".join(failures)
-            + ":\n  "
-            + "\n  ".join(lines)
-        )
-    return lines
+    192x288 for classifiers, 512x512 and 480x650 for segmentation, 800x1088 and 750x1333 for detection) and returns
+    one report line per size. Compares logits (a detector's class logits and box deltas), or the features entering
+    the head (the four backbone maps for segmentation and detection) when the head was replaced; for an original
+    RetinaNet also the detections after post-processing (rescaled to a smaller original image), which must be the same
+    boxes. Raises `ConversionError` if any difference exceeds `tolerance`."""
+    # The checks live in verification.py (they run the source models); imported here on use, one way.
+    from .verification import verify_conversion
+
+    return verify_conversion(result, sizes, tolerance)
 
 
 __all__ = [
@@ -611,6 +541,7 @@ __all__ = [
     "ConversionResult",
     "CLASSIFICATION",
     "SEGMENTATION",
+    "DETECTION",
     "TASKS",
     "detect_format",
     "load_weights_file",
@@ -619,5 +550,6 @@ __all__ = [
     "verify",
     "imagenet_id2label",
     "ade20k_id2label",
+    "coco_id2label",
     "default_image_processor",
 ]

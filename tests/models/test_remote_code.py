@@ -119,7 +119,7 @@ def test_the_users_literal_call_with_a_repo_id(saved, tmp_path):
     env = lay_out_as_hub_cache(folder, tmp_path / "hf_home", "org/pvt-small")
     code = FRESH_PROCESS_CHECKS.replace("REPO", repr("org/pvt-small")) + (
         "import huggingface_hub\n"
-        "# transformers 5.24's AutoBackbone first asks the Hub whether the repo exists; answer as the Hub would.\n"
+        "# transformers 5.24-5.25's AutoBackbone first asks the Hub whether the repo exists; answer as the Hub would.\n"
         "huggingface_hub.HfApi.repo_exists = lambda self, repo_id, **kwargs: repo_id == 'org/pvt-small'\n"
         "backbone = AutoBackbone.from_pretrained('org/pvt-small', trust_remote_code=True, out_indices=[0, 3])\n"
         "report['backbone'] = [type(backbone).__name__, backbone.channels,\n"
