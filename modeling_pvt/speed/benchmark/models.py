@@ -238,7 +238,9 @@ def build_runner(
 
     if task in TRAINING_TASKS:
         model.to(device).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        # Fused, as Trainer's default optimizer (adamw_torch_fused) runs it: the for-loop AdamW is one kernel per
+        # tensor and per operation (a fifth of a PVT-Small fp32 step on an AMD EPYC, 2 threads).
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
         forward = torch.compile(model, fullgraph=True) if _is_compiled(mode) else model
 
         def train_step():
