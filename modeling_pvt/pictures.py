@@ -30,6 +30,15 @@ def pyplot():
     return plt
 
 
+def save_figure(figure, path: str | Path) -> Path:
+    """Writes a matplotlib figure as a PNG (creating its folder) and frees it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    pyplot().close(figure)
+    return path
+
+
 def plot_training_curves(log_history: list[dict], output_dir: str | Path, figures: dict) -> list[Path]:
     """One PNG per `figures` entry (`{filename: (title, ((key, label), ...))}`), each line the values of `key` per
     optimizer step in `log_history` (Trainer's `state.log_history`). A figure none of whose keys were logged (no eval
@@ -53,11 +62,7 @@ def plot_training_curves(log_history: list[dict], output_dir: str | Path, figure
         axes.grid(alpha=0.3)
         axes.legend()
         figure.tight_layout()
-        path = Path(output_dir) / filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=100)
-        plt.close(figure)
-        written.append(path)
+        written.append(save_figure(figure, Path(output_dir) / filename))
     return written
 
 

@@ -2,7 +2,6 @@
 no two folders import each other, no task imports another task, and the run loop and speed tools import no task."""
 
 import ast
-from pathlib import Path
 
 from helpers import REPO
 

@@ -11,6 +11,7 @@ not pre-scanned; a broken image there fails when it is read, with the error nami
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,50 @@ def warn_skipped(skipped: list[Path], total: int, directory: Path, kind: str, fi
     logger.warning(
         "Skipping %d %s file(s) of %d in %s: %s%s. %s", len(skipped), kind, total, directory, shown, more, fix
     )
+
+
+def read_id2label(path: str | Path) -> list[str]:
+    """Class names in id order from a JSON mapping `{"0": "wall", "1": "building", ...}` with ids 0..K-1."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Label file {path} not found. Pass the path of a JSON file like {{\"0\": \"wall\", ...}}.")
+    try:
+        mapping = {int(key): str(value) for key, value in json.loads(path.read_text()).items()}
+    except (ValueError, AttributeError) as error:
+        raise DataError(
+            f"{path} is not a JSON mapping of class ids to names like {{\"0\": \"wall\", \"1\": \"building\"}} "
+            f"({error})."
+        ) from error
+    if sorted(mapping) != list(range(len(mapping))):
+        missing = sorted(set(range(max(mapping, default=-1) + 1)) - set(mapping))
+        raise DataError(f"{path} must name every class id from 0 up; ids {missing[:10]} have no name.")
+    return [mapping[index] for index in range(len(mapping))]
+
+
+def held_out_split(datasets: dict, held_out_fraction: float, seed: int) -> dict:
+    """`{"train": …, "eval": …}`: as given when there is an eval split, else a random `held_out_fraction` of the
+    train split held out."""
+    if "eval" in datasets:
+        return datasets
+    parts = datasets["train"].train_test_split(test_size=held_out_fraction, seed=seed)
+    return {"train": parts["train"], "eval": parts["test"]}
+
+
+def hub_train_eval(
+    dataset, dataset_name: str, train_split: str | None, eval_split: str | None, streaming: bool,
+    held_out_fraction: float, seed: int,
+):  # fmt: skip
+    """(train, eval) of a Hub dataset opened by `open_hub_dataset`; without an eval split a random part of the train
+    split is held out, which a stream cannot do."""
+    if eval_split is not None:
+        return (dataset[train_split] if train_split is not None else None), dataset[eval_split]
+    if streaming or train_split is None:
+        raise DataError(
+            f"Dataset {dataset_name} has no validation or test split ({list(dataset)}); a held-out part cannot "
+            "be cut from a stream. Pass --eval_split_name, or drop --streaming to hold out part of the train split."
+        )
+    splits = held_out_split({"train": dataset[train_split]}, held_out_fraction, seed)
+    return splits["train"], splits["eval"]
 
 
 def open_hub_dataset(

@@ -156,6 +156,12 @@ class TrainingTask:
 # ------------------------------------------------------------------------------------------------------------- run
 
 
+def lowest_class(per_class: dict[str, float | None], metric: str) -> str:
+    """`, lowest class <metric> 0.512 (name)` for a run's headline; empty when no class was measured."""
+    measured = [(value, name) for name, value in per_class.items() if value is not None]
+    return f", lowest class {metric} {min(measured)[0]:.3f} ({min(measured)[1]})" if measured else ""
+
+
 def _limit(dataset, count: int | None):
     if count is None or dataset is None:
         return dataset

@@ -15,6 +15,7 @@ import torch
 
 from ...data.sources import DataError, LabeledSplits, processor_size
 from ...image_processing_pvt import EVAL_CROP_FRACTION, PvtImageProcessor
+from ...pictures import pyplot, save_figure
 from ...modeling_pvt import PvtForImageClassification
 from ...speed.quantization import calibration_subset, describe_int8, quantize_on_dataset
 from .data import ClassificationDatasetArguments, make_transform
@@ -30,11 +31,9 @@ _GENERIC_LABEL = re.compile(r"LABEL_\d+")
 
 def plot_confusion_matrix(predicted, references, label_names: list[str], path: Path) -> Path:
     """Row-normalised confusion matrix (true class per row) as a PNG; counts are written in the cells when few."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.metrics import confusion_matrix
+
+    plt = pyplot()
 
     classes = list(range(len(label_names)))
     counts = confusion_matrix(references, predicted, labels=classes)
@@ -55,11 +54,7 @@ def plot_confusion_matrix(predicted, references, label_names: list[str], path: P
     axes.set_ylabel("true")
     axes.set_title(f"Confusion matrix ({len(references)} images)")
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def dataset_to_model_ids(dataset_labels: list[str], model_config) -> list[int]:

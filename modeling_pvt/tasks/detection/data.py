@@ -26,7 +26,19 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from ...data.digits import DIGITS_SPLIT_SEED, HELD_OUT_FRACTION, SCATTERED_DIGITS_NAME, upscaled_digits
-from ...data.sources import DataError, DatasetArguments, LabeledSplits, open_hub_dataset, warn_skipped
+from ...data.sources import (
+    CORRUPT,
+    MOST_UNUSABLE_DENOMINATOR,
+    DataError,
+    DatasetArguments,
+    LabeledSplits,
+    held_out_split,
+    hub_train_eval,
+    open_hub_dataset,
+    read_id2label,
+    refuse_mostly_skipped,
+    warn_skipped,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +49,6 @@ IMAGES_FOLDER = "images"
 BOX_TOLERANCE = 1.0
 # mmdet's COCO loader drops boxes narrower or lower than one pixel, zero included: nothing can be learnt from them.
 MIN_BOX_SIDE = 1.0
-# Data where more than this share of the boxes (or images) is unusable is refused: it is most likely in another format.
-MAX_UNUSABLE_SHARE = 0.5
 _EXAMPLES_SHOWN = 5
 
 SCATTERED_CANVAS = 128
@@ -286,12 +296,15 @@ def read_coco_annotations(path: Path) -> dict:
     return coco
 
 
-def load_coco_folder(directory: str | Path, verify_images: bool = True) -> tuple[Dataset, list[str]]:
+def load_coco_folder(
+    directory: str | Path, verify_images: bool = True, allow_skipped_files: bool = False
+) -> tuple[Dataset, list[str]]:
     """(a dataset of the folder's images and objects, class names) from `<directory>/images/` and
     `<directory>/annotations.json`. Categories become classes 0..K-1 in the order of their COCO ids (the names
     are the categories' names); crowd annotations are kept with `iscrowd` (ignored by training and the metric, as in
     COCO); images without annotations are kept. With `verify_images`, each image's header is read to check that it
-    exists, opens and has the size the JSON gives it."""
+    exists, opens and has the size the JSON gives it; a folder where most images do not open is refused unless
+    `allow_skipped_files` (`refuse_mostly_skipped`)."""
     directory = Path(directory)
     path, image_dir = directory / ANNOTATIONS_FILENAME, directory / IMAGES_FOLDER
     if not path.is_file() or not image_dir.is_dir():
@@ -339,15 +352,15 @@ def load_coco_folder(directory: str | Path, verify_images: bool = True) -> tuple
             tiny.append(f"{annotation.get('id', f'#{index}')} ({image['file_name']}, {box[2]:g}x{box[3]:g})")
             continue
         by_image[annotation["image_id"]].append(annotation)
-    _check_usable(path, len(tiny), len(coco["annotations"]), f"boxes are under {MIN_BOX_SIDE:g} px wide or high")
-    _check_usable(path, len(unreadable), len(coco["images"]), "images do not open")
+    _refuse_mostly_tiny(path, len(tiny), len(coco["annotations"]))
+    refuse_mostly_skipped({CORRUPT: unreadable}, len(coco["images"]), str(image_dir), "image", allow_skipped_files)
     if tiny:
         logger.warning(
             "Dropping %d of %d boxes in %s under %g px wide or high (annotations %s): nothing can be learnt from them.",
             len(tiny), len(coco["annotations"]), path, MIN_BOX_SIDE, _shown(tiny),
         )  # fmt: skip
     warn_skipped(
-        unreadable, len(coco["images"]), image_dir, "corrupt or truncated image", "Re-export them to use them."
+        unreadable, len(coco["images"]), image_dir, f"{CORRUPT} image", "Re-export them to use them."
     )
     unreadable = set(unreadable)
     data = {"image": [], "label": []}
@@ -382,13 +395,14 @@ def _check_image_file(file: Path, entry: dict, annotations_path: Path, unreadabl
         )
 
 
-def _check_usable(path: Path, unusable: int, total: int, what: str) -> None:
-    """Refuses the file when more than half of its `total` entries are `unusable` (`what` names them)."""
-    if total and unusable > MAX_UNUSABLE_SHARE * total:
+def _refuse_mostly_tiny(path: Path, tiny: int, total: int) -> None:
+    """Refuses the file when more than half of its boxes are too small to use: such boxes are most likely normalised
+    coordinates, or the file belongs to other images."""
+    if total and tiny * MOST_UNUSABLE_DENOMINATOR > total:
         raise DataError(
-            f"{unusable} of the {total} {what} in {path}: most of the data is unusable, so it is refused rather than "
-            "trained on. Check that the file belongs to these images and that its boxes are [x, y, width, height] "
-            "pixels, not normalised."
+            f"{tiny} of the {total} boxes are under {MIN_BOX_SIDE:g} px wide or high in {path}: most of the data is "
+            "unusable, so it is refused rather than trained on. Check that the file belongs to these images and that "
+            "its boxes are [x, y, width, height] pixels, not normalised."
         )
 
 
@@ -398,13 +412,14 @@ def load_coco_folder_splits(
     held_out_fraction: float = HELD_OUT_FRACTION,
     seed: int = DIGITS_SPLIT_SEED,
     verify_images: bool = True,
+    allow_skipped_files: bool = False,
 ) -> LabeledSplits:
     """COCO-format folders; without `validation_dir`, a random `held_out_fraction` of the train folder is held out.
     The two folders must name the same categories."""
     if train_dir is None and validation_dir is None:
         raise DataError("Pass a train folder, a validation folder, or both.")
     loaded = {
-        split: load_coco_folder(folder, verify_images)
+        split: load_coco_folder(folder, verify_images, allow_skipped_files)
         for split, folder in (("train", train_dir), ("eval", validation_dir))
         if folder
     }
@@ -414,10 +429,7 @@ def load_coco_folder_splits(
             f"{train_dir} and {validation_dir} name different categories ({_shown(names[0])} vs {_shown(names[1])}). "
             "Use one category list, with the same ids, for both annotation files."
         )
-    datasets = {split: dataset for split, (dataset, _) in loaded.items()}
-    if "eval" not in datasets:
-        parts = datasets["train"].train_test_split(test_size=held_out_fraction, seed=seed)
-        datasets = {"train": parts["train"], "eval": parts["test"]}
+    datasets = held_out_split({split: dataset for split, (dataset, _) in loaded.items()}, held_out_fraction, seed)
     return LabeledSplits(datasets.get("train"), datasets["eval"], names[0], str(train_dir or validation_dir))
 
 
@@ -432,18 +444,6 @@ def _category_names(feature) -> list[str] | None:
         return _category_names(feature.get("category"))
     inner = getattr(feature, "feature", None)
     return _category_names(inner) if inner is not None else None
-
-
-def read_id2label(path: str | Path) -> list[str]:
-    """Class names in id order from a JSON mapping `{"0": "coverall", "1": "face_shield", ...}` with ids 0..K-1."""
-    path = Path(path)
-    try:
-        mapping = {int(key): str(value) for key, value in json.loads(path.read_text()).items()}
-    except (OSError, ValueError, AttributeError) as error:
-        raise DataError(f'{path} must be a JSON mapping of class ids to names like {{"0": "person"}} ({error}).')
-    if sorted(mapping) != list(range(len(mapping))):
-        raise DataError(f"{path} must name every class id from 0 up; it has ids {sorted(mapping)[:10]}.")
-    return [mapping[index] for index in range(len(mapping))]
 
 
 def load_hub_detection_splits(
@@ -471,17 +471,9 @@ def load_hub_detection_splits(
             f"The objects column of {dataset_name} holds no class names (its 'category' is not a ClassLabel). Pass "
             '--id2label_file path/to/id2label.json mapping category ids to names, e.g. {"0": "person", ...}.'
         )
-    if eval_split is None:
-        if streaming or train_split is None:
-            raise DataError(
-                f"Dataset {dataset_name} has no validation or test split ({list(dataset)}); a held-out part cannot "
-                "be cut from a stream. Pass --eval_split_name, or drop --streaming to hold out part of the train split."
-            )
-        parts = dataset[train_split].train_test_split(test_size=held_out_fraction, seed=seed)
-        train, evaluation = parts["train"], parts["test"]
-    else:
-        train = dataset[train_split] if train_split is not None else None
-        evaluation = dataset[eval_split]
+    train, evaluation = hub_train_eval(
+        dataset, dataset_name, train_split, eval_split, streaming, held_out_fraction, seed
+    )
     return LabeledSplits(train, evaluation, names, dataset_name)
 
 
@@ -563,7 +555,12 @@ class DetectionDataArguments(DatasetArguments):
                 "--streaming needs --dataset_name; local folders and the scattered digits are read directly."
             )
         if self.train_dir or self.validation_dir:
-            return load_coco_folder_splits(self.train_dir, self.validation_dir, verify_images=self.verify_images)
+            return load_coco_folder_splits(
+                self.train_dir,
+                self.validation_dir,
+                verify_images=self.verify_images,
+                allow_skipped_files=self.allow_skipped_files,
+            )
         return load_scattered_digits_splits(
             scattered_train_canvases, scattered_eval_canvases or SCATTERED_EVAL_CANVASES
         )

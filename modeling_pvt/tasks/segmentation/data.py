@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,10 @@ from ...data.sources import (
     DatasetArguments,
     LabeledSplits,
     find_images,
+    held_out_split,
+    hub_train_eval,
     open_hub_dataset,
+    read_id2label,
     refuse_mostly_skipped,
     warn_skipped,
 )
@@ -146,24 +148,6 @@ def load_grid_digits_splits(
 
 
 # ----------------------------------------------------------------------------------------------------- mask checks
-
-
-def read_id2label(path: str | Path) -> list[str]:
-    """Class names in id order from a JSON mapping `{"0": "wall", "1": "building", ...}` with ids 0..K-1."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Label file {path} not found. Pass the path of a JSON file like {{\"0\": \"wall\", ...}}.")
-    try:
-        mapping = {int(key): str(value) for key, value in json.loads(path.read_text()).items()}
-    except (ValueError, AttributeError) as error:
-        raise DataError(
-            f"{path} is not a JSON mapping of class ids to names like {{\"0\": \"wall\", \"1\": \"building\"}} "
-            f"({error})."
-        ) from error
-    if sorted(mapping) != list(range(len(mapping))):
-        missing = sorted(set(range(max(mapping, default=-1) + 1)) - set(mapping))
-        raise DataError(f"{path} must name every class id from 0 up; ids {missing[:10]} have no name.")
-    return [mapping[index] for index in range(len(mapping))]
 
 
 def mask_array(mask: Image.Image | np.ndarray, do_reduce_labels: bool = False, where: str = "a mask") -> np.ndarray:
@@ -355,9 +339,7 @@ def load_mask_folder_splits(
         for split, split_pairs in pairs.items()
     }
     source = str(train_dir or validation_dir)
-    if "eval" not in datasets:
-        parts = datasets["train"].train_test_split(test_size=held_out_fraction, seed=seed)
-        datasets = {"train": parts["train"], "eval": parts["test"]}
+    datasets = held_out_split(datasets, held_out_fraction, seed)
     return SegmentationSplits(datasets.get("train"), datasets["eval"], label_names, source, do_reduce_labels)
 
 
@@ -411,17 +393,9 @@ def load_hub_segmentation_splits(
             "classification dataset (train it with scripts/finetune.py), or pass --label_column_name <mask column>."
         )
     label_names = hub_label_names(dataset_name, id2label_file)
-    if eval_split is None:
-        if streaming or train_split is None:
-            raise DataError(
-                f"Dataset {dataset_name} has no validation or test split ({list(dataset)}); a held-out part cannot "
-                "be cut from a stream. Pass --eval_split_name, or drop --streaming to hold out part of the train split."
-            )
-        parts = dataset[train_split].train_test_split(test_size=held_out_fraction, seed=seed)
-        train, evaluation = parts["train"], parts["test"]
-    else:
-        train = dataset[train_split] if train_split is not None else None
-        evaluation = dataset[eval_split]
+    train, evaluation = hub_train_eval(
+        dataset, dataset_name, train_split, eval_split, streaming, held_out_fraction, seed
+    )
     return SegmentationSplits(train, evaluation, label_names, dataset_name, do_reduce_labels)
 
 
@@ -539,5 +513,4 @@ __all__ = [
     "load_hub_segmentation_splits",
     "load_mask_folder_splits",
     "mask_array",
-    "read_id2label",
 ]

@@ -14,6 +14,7 @@ from ...pictures import (
     denormalized,
     palette,
     pyplot,
+    save_figure,
 )
 from .data import IGNORE_INDEX
 from .metrics import upsampled_logits
@@ -89,11 +90,7 @@ def plot_segmentation_grid(
         figure.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8, frameon=False)
     # Room at the bottom for the legend (about 0.22 inch per legend row).
     figure.tight_layout(rect=(0, min(0.5, 0.22 * legend_rows / figure.get_figheight()), 1, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 @torch.inference_mode()

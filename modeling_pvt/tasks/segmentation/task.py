@@ -33,7 +33,7 @@ from ...training.arguments import (
     checkpoint_num_labels,
     trainer_default,
 )
-from ...training.loop import PreparedRun, TrainingTask, limited
+from ...training.loop import PreparedRun, TrainingTask, limited, lowest_class
 from ...training.loop import main as run_main
 from ...training.sync_batch_norm import synchronize_batch_norms
 from .data import GRID_CANVAS, GRID_DIGITS_NAME, IGNORE_INDEX, SegmentationDataArguments
@@ -208,11 +208,9 @@ class SemanticSegmentationTask(TrainingTask):
 
     def headline(self, metrics, prepared):
         per_class = {name: metrics.get(f"eval_iou_{class_metric_key(name)}") for name in prepared.splits.label_names}
-        measured = [(value, name) for name, value in per_class.items() if value is not None]
-        worst = f", lowest class IoU {min(measured)[0]:.3f} ({min(measured)[1]})" if measured else ""
         return (
             f"held-out mean IoU {metrics['eval_mean_iou']:.3f}, pixel accuracy {metrics['eval_overall_accuracy']:.2%}"
-            f"{worst}"
+            f"{lowest_class(per_class, 'IoU')}"
         )
 
     def write_pictures(self, trainer, prepared, evaluation, output_dir):

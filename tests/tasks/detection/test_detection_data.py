@@ -192,6 +192,16 @@ def test_tiny_boxes_are_dropped_with_a_count_and_mostly_tiny_data_is_refused(coc
         load_coco_folder(coco_folder)
 
 
+def test_a_folder_of_mostly_corrupt_images_is_refused_unless_allowed(coco_folder, caplog):
+    for path in sorted((coco_folder / "images").glob("*.png"))[:5]:
+        path.write_bytes(path.read_bytes()[:40])  # truncated: the header no longer opens
+    with pytest.raises(DataError, match=r"5 of 8 image files in .*images are unusable.*--allow_skipped_files true"):
+        load_coco_folder(coco_folder)
+    with caplog.at_level(logging.WARNING):
+        dataset, _ = load_coco_folder(coco_folder, allow_skipped_files=True)
+    assert len(dataset) == 3 and "Skipping 5 corrupt or truncated image file(s) of 8" in caplog.text
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
