@@ -156,14 +156,6 @@ def expected_stub_boxes(threshold: float) -> int:
     return sum(score >= threshold for score, _, _ in STUB_BOXES)
 
 
-def detection_class_available() -> bool:
-    import modeling_pvt
-
-    return hasattr(modeling_pvt, "PvtForObjectDetection") and hasattr(
-        modeling_pvt.PvtImageProcessor, "post_process_object_detection"
-    )
-
-
 # ------------------------------------------------------------------------------------------------------- pictures
 
 

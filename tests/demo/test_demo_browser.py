@@ -14,7 +14,6 @@ import pytest
 from demo_helpers import (
     CHROMIUM_INSTALL,
     TOP_CLASS,
-    detection_class_available,
     expected_stub_boxes,
     not_an_image,
     photo,
@@ -209,8 +208,6 @@ def test_segmentation_in_the_browser(browser, served, root):
 
 @pytest.mark.parametrize("detector", ["stub", "tiny"])
 def test_detection_in_the_browser(browser, served, root, detector):
-    if detector == "tiny" and not detection_class_available():
-        pytest.skip("PvtForObjectDetection has not landed yet")
     predictor, url = served("detection" if detector == "tiny" else "stub-detection")
     image, _ = open_image(str(photo(root)))
     expected = [found for found in predictor.predict(image).detections if found.score >= 0.5]

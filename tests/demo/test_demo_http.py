@@ -12,7 +12,6 @@ import pytest
 from demo_helpers import (
     STUB_BOXES,
     TOP_CLASS,
-    detection_class_available,
     expected_stub_boxes,
     free_port,
     grayscale_png,
@@ -137,7 +136,6 @@ def test_detection_boxes_table_and_threshold(stub_detector, root):
     assert Image.open(drawn).size == (320, 214)
 
 
-@pytest.mark.skipif(not detection_class_available(), reason="PvtForObjectDetection has not landed yet")
 def test_detection_with_a_real_tiny_detector(root):
     predictor = Predictor.from_pretrained(str(tiny_detector_folder(root / "detector")))
     image, _ = open_image(str(photo(root)))

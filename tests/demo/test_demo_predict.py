@@ -14,7 +14,6 @@ from demo_helpers import (
     SEGMENTATION_NAMES,
     STUB_BOXES,
     TOP_CLASS,
-    detection_class_available,
     grayscale_png,
     not_an_image,
     photo,
@@ -254,7 +253,6 @@ def test_detection_keeps_every_box_and_the_page_filters_by_threshold(tmp_path):
     assert tuple(drawn[40, 10]) == tuple(palette(2)[0])  # the cat box's left edge in class 0's colour
 
 
-@pytest.mark.skipif(not detection_class_available(), reason="PvtForObjectDetection has not landed yet")
 def test_a_real_tiny_detector_saved_to_a_folder(tmp_path):
     from demo_helpers import tiny_detector_folder
 
