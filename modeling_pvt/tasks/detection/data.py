@@ -28,6 +28,7 @@ from PIL import Image
 from ...data.digits import DIGITS_SPLIT_SEED, HELD_OUT_FRACTION, SCATTERED_DIGITS_NAME, upscaled_digits
 from ...data.sources import (
     CORRUPT,
+    CORRUPT_FIX,
     MOST_UNUSABLE_DENOMINATOR,
     DataError,
     DatasetArguments,
@@ -359,9 +360,7 @@ def load_coco_folder(
             "Dropping %d of %d boxes in %s under %g px wide or high (annotations %s): nothing can be learnt from them.",
             len(tiny), len(coco["annotations"]), path, MIN_BOX_SIDE, _shown(tiny),
         )  # fmt: skip
-    warn_skipped(
-        unreadable, len(coco["images"]), image_dir, f"{CORRUPT} image", "Re-export them to use them."
-    )
+    warn_skipped(unreadable, len(coco["images"]), image_dir, f"{CORRUPT} image", CORRUPT_FIX)
     unreadable = set(unreadable)
     data = {"image": [], "label": []}
     for image_id, entry in images.items():
